@@ -1,0 +1,101 @@
+//! Stability and safe delivery.
+//!
+//! Every member tells every other member how far it holds both the order and
+//! the data (`have`), piggybacked on its acknowledgement/heartbeat. A position
+//! is *stable* once every member of the view has acknowledged it; safe
+//! delivery delivers the ordered prefix up to the stable point. Because a
+//! member stops acknowledging when a flush starts, anything delivered
+//! anywhere was held by every member before the flush froze it, so every
+//! survivor reports it and the flush delivers it everywhere (uniform
+//! agreement).
+//!
+//! Stability also bounds memory: a message that is delivered here and held
+//! by every member is discarded.
+
+use super::ordering::ViewState;
+use crate::id::MsgId;
+use bytes::Bytes;
+
+impl ViewState {
+    /// Records a member's acknowledgement (values only grow).
+    pub fn on_ack(&mut self, rank: usize, have: u64, order_len: u64, recv: &[u64]) {
+        let Some(a) = self.acks.get_mut(rank) else {
+            return;
+        };
+        a.have = a.have.max(have);
+        a.order_len = a.order_len.max(order_len);
+        for (mine, theirs) in a.recv.iter_mut().zip(recv) {
+            *mine = (*mine).max(*theirs);
+        }
+    }
+
+    /// Updates this member's own entry in the acknowledgement table.
+    pub fn self_ack(&mut self) {
+        let me = self.me;
+        let have = self.have;
+        let order_len = self.order_len();
+        let recv: Vec<u64> = self.logs.iter().map(|l| l.contiguous()).collect();
+        let a = &mut self.acks[me];
+        a.have = have;
+        a.order_len = order_len;
+        a.recv = recv;
+    }
+
+    /// The stable point: the lowest `have` acknowledged by any member.
+    pub fn stable(&self) -> u64 {
+        self.acks.iter().map(|a| a.have).min().unwrap_or(0)
+    }
+
+    /// For each sender rank, how many of its messages every member holds.
+    pub fn held_by_all(&self, rank: usize) -> u64 {
+        self.acks
+            .iter()
+            .map(|a| a.recv.get(rank).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Own multicasts not yet held by every member (the flow-control window).
+    pub fn unstable_own(&self) -> u64 {
+        self.transmitted.saturating_sub(self.held_by_all(self.me))
+    }
+
+    /// Delivers every stable position not yet delivered, calling `deliver`
+    /// for each in order. Stops at a position whose payload is missing
+    /// (which cannot happen once `have` covers it).
+    pub fn deliver_stable(&mut self, mut deliver: impl FnMut(MsgId, u64, Bytes)) {
+        if self.frozen {
+            return;
+        }
+        let upto = self.stable().min(self.have);
+        self.deliver_through(upto, &mut deliver);
+    }
+
+    /// Delivers positions up to `upto` (used by the flush for the tail too).
+    pub fn deliver_through(&mut self, upto: u64, deliver: &mut impl FnMut(MsgId, u64, Bytes)) {
+        while self.delivered < upto {
+            let pos = self.delivered + 1;
+            let Some(slot) = self.slot(pos) else { break };
+            let (rank, seq) = slot;
+            let Some(payload) = self.logs[rank as usize].get(seq).cloned() else {
+                break;
+            };
+            self.delivered = pos;
+            self.delivered_seq[rank as usize] = seq;
+            deliver(self.msg_id(slot), pos, payload);
+        }
+    }
+
+    /// Discards what every member holds and this member delivered.
+    pub fn collect_garbage(&mut self) {
+        let stable = self.stable().min(self.delivered);
+        while self.order_base < stable && !self.order.is_empty() {
+            self.order.pop_front();
+            self.order_base += 1;
+        }
+        for rank in 0..self.logs.len() {
+            let upto = self.held_by_all(rank).min(self.delivered_seq[rank]);
+            self.logs[rank].discard_through(upto);
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! vsync-core: the sans-IO virtual synchrony engine.
+//!
+//! See the crate README section in the repository README and docs/PROTOCOL.md.
+#![forbid(unsafe_code)]
+
+pub mod checker;
+pub mod config;
+pub mod engine;
+pub mod history;
+pub mod id;
+pub mod message;
+pub mod sim;
+
+pub use config::Config;
+pub use engine::{AppEvent, Engine, EngineError, Output, Target};
+pub use id::{MsgId, NodeId, Pid, View, ViewId};
+pub use message::Message;

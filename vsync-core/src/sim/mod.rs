@@ -1,0 +1,654 @@
+//! The deterministic simulator: N engines on a virtual clock and a seeded,
+//! hostile network.
+//!
+//! One seed fixes everything: the fault profile ([`Profile`]), every
+//! message's fate (loss, duplication, delay, reordering), every fault's
+//! timing and the workload. A run has a *chaos* phase (partitions, one-way
+//! cuts, pauses, crashes and restarts, joins and leaves, all while members
+//! multicast), then a *quiet* phase (links heal, paused processes resume, no
+//! new faults, little loss) long enough for the group to settle. Every run's
+//! histories go through the [checker](crate::checker), liveness included.
+//!
+//! Crashes are limited so that the primary component survives: a member is
+//! crashed (or paused, or made to leave) only while the latest view is
+//! settled and the remaining live members are a quorum of it. Partitions are
+//! not limited: they heal.
+
+mod profile;
+
+pub use profile::Profile;
+
+use crate::checker::{self, CheckOptions, Policy, Violation};
+use crate::config::Config;
+use crate::engine::{AppEvent, Engine, Mutations, Output, Target};
+use crate::history::{Event, History};
+use crate::id::{Pid, ViewId};
+use crate::message::Message;
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+
+/// How to run a seed.
+#[derive(Clone, Debug, Default)]
+pub struct SimOptions {
+    /// Force the initial group size (otherwise drawn from the seed, 1 to 7).
+    pub size: Option<usize>,
+    /// Deliberate bugs, to show that the checker catches them.
+    pub mutations: Mutations,
+    /// Keep a readable trace of every event.
+    pub trace: bool,
+    /// The partition policy every engine runs.
+    pub policy: Option<Policy>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct SimResult {
+    /// The seed.
+    pub seed: u64,
+    /// The faults drawn from it.
+    pub profile: Profile,
+    /// Every process incarnation's history.
+    pub histories: Vec<History>,
+    /// What the checker found (empty when correct).
+    pub violations: Vec<Violation>,
+    /// The readable trace, when asked for.
+    pub trace: Vec<String>,
+    /// Messages the network carried.
+    pub messages: u64,
+    /// Deliveries, summed over processes.
+    pub deliveries: u64,
+    /// Views installed, summed over processes.
+    pub installs: u64,
+    /// Virtual time at the end, microseconds.
+    pub end: u64,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Net { to: Pid, from: Pid, msg: Message },
+    Timer { pid: Pid },
+    Multicast { node: u64 },
+    Fault,
+    HealLinks { links: Vec<(u64, u64)> },
+    Resume { node: u64 },
+    Restart { node: u64 },
+    Join { node: u64 },
+}
+
+struct Proc {
+    node: u64,
+    inc: u64,
+    engine: Option<Engine>,
+    hist: usize,
+    paused_until: u64,
+    timer_at: Option<u64>,
+    view: Option<ViewId>,
+    sent: u64,
+    restart_pending: bool,
+}
+
+struct Sim {
+    rng: ChaCha8Rng,
+    profile: Profile,
+    opts: SimOptions,
+    config: Config,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: HashMap<u64, Ev>,
+    procs: Vec<Proc>,
+    histories: Vec<History>,
+    blocked_links: BTreeSet<(u64, u64)>,
+    trace: Vec<String>,
+    messages: u64,
+    next_node: u64,
+    max_nodes: u64,
+}
+
+/// Runs one seed and checks it.
+pub fn run(seed: u64, opts: &SimOptions) -> SimResult {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let profile = Profile::draw(&mut rng, opts.size);
+    let mut config = Config::with_suspect_timeout(profile.suspect_timeout);
+    config.policy = opts.policy.unwrap_or(Policy::PrimaryComponent);
+    let mut sim = Sim {
+        rng,
+        profile: profile.clone(),
+        opts: opts.clone(),
+        config,
+        now: 0,
+        seq: 0,
+        queue: BinaryHeap::new(),
+        events: HashMap::new(),
+        procs: Vec::new(),
+        histories: Vec::new(),
+        blocked_links: BTreeSet::new(),
+        trace: Vec::new(),
+        messages: 0,
+        next_node: profile.size as u64 + 1,
+        max_nodes: profile.size as u64 + 3,
+    };
+    sim.start();
+    let end = sim.run_to_end();
+    let policy = sim.config.policy;
+    let mut violations = checker::check_all(
+        &sim.histories,
+        &CheckOptions {
+            policy,
+            liveness: true,
+        },
+    );
+    if end == u64::MAX {
+        violations.push(Violation {
+            guarantee: checker::Guarantee::Liveness,
+            detail: "the simulation did not settle within its event budget".into(),
+            pids: Vec::new(),
+            view: None,
+            msg: None,
+        });
+    }
+    let deliveries = count(&sim.histories, |e| matches!(e, Event::Deliver { .. }));
+    let installs = count(&sim.histories, |e| matches!(e, Event::Install { .. }));
+    SimResult {
+        seed,
+        profile,
+        histories: sim.histories,
+        violations,
+        trace: sim.trace,
+        messages: sim.messages,
+        deliveries,
+        installs,
+        end: sim.now,
+    }
+}
+
+fn count(h: &[History], f: impl Fn(&Event) -> bool) -> u64 {
+    h.iter()
+        .flat_map(|h| &h.records)
+        .filter(|r| f(&r.event))
+        .count() as u64
+}
+
+impl Sim {
+    fn quiet_start(&self) -> u64 {
+        self.profile.chaos
+    }
+
+    fn end_time(&self) -> u64 {
+        self.profile.chaos + 40 * self.profile.suspect_timeout
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn log(&mut self, line: impl FnOnce() -> String) {
+        if self.opts.trace {
+            let l = line();
+            self.trace.push(format!("{:>10} {}", self.now, l));
+        }
+    }
+
+    fn start(&mut self) {
+        for node in 1..=self.profile.size as u64 {
+            self.spawn(node, 1);
+            let idx = self.procs.len() - 1;
+            if node == 1 {
+                self.with_engine(idx, |e, now| e.found(now));
+            } else {
+                self.with_engine(idx, |e, now| e.join(now));
+            }
+            let first = self.rng.random_range(0..10_000);
+            self.schedule(first, Ev::Multicast { node });
+        }
+        let first_fault = self.profile.fault_interval;
+        self.schedule(first_fault, Ev::Fault);
+    }
+
+    fn spawn(&mut self, node: u64, inc: u64) {
+        let pid = Pid::new(node, inc);
+        let mut engine = Engine::new(pid, self.config.clone());
+        engine.mutations = self.opts.mutations.clone();
+        let mut h = History::new(pid);
+        h.push(self.now, Event::Start);
+        self.histories.push(h);
+        let hist = self.histories.len() - 1;
+        if let Some(p) = self.procs.iter_mut().find(|p| p.node == node) {
+            p.inc = inc;
+            p.engine = Some(engine);
+            p.hist = hist;
+            p.paused_until = 0;
+            p.timer_at = None;
+            p.view = None;
+            p.restart_pending = false;
+        } else {
+            self.procs.push(Proc {
+                node,
+                inc,
+                engine: Some(engine),
+                hist,
+                paused_until: 0,
+                timer_at: None,
+                view: None,
+                sent: 0,
+                restart_pending: false,
+            });
+        }
+        self.log(|| format!("{pid} starts"));
+    }
+
+    fn idx_of(&self, node: u64) -> Option<usize> {
+        self.procs.iter().position(|p| p.node == node)
+    }
+
+    /// Runs `f` on a process's engine, then routes its outputs and re-arms
+    /// its timer.
+    fn with_engine(&mut self, idx: usize, f: impl FnOnce(&mut Engine, u64)) {
+        let now = self.now;
+        let Some(engine) = self.procs[idx].engine.as_mut() else {
+            return;
+        };
+        f(engine, now);
+        let outputs = engine.drain_outputs();
+        let timeout = engine.poll_timeout();
+        let pid = engine.pid();
+        for o in outputs {
+            self.output(idx, pid, o);
+        }
+        let p = &mut self.procs[idx];
+        let timeout = timeout.map(|t| t.max(now));
+        if p.engine.as_ref().map(|e| e.pid()) == Some(pid) && timeout != p.timer_at {
+            p.timer_at = timeout;
+            if let Some(t) = timeout {
+                self.schedule(t, Ev::Timer { pid });
+            }
+        }
+    }
+
+    fn output(&mut self, idx: usize, pid: Pid, o: Output) {
+        match o {
+            Output::Transmit { to, msg } => {
+                let dests: Vec<Pid> = match to {
+                    Target::One(p) => vec![p],
+                    Target::Many(v) => v,
+                    Target::Seeds => self
+                        .procs
+                        .iter()
+                        .filter(|p| p.node != pid.node.0)
+                        .filter_map(|p| p.engine.as_ref().map(|e| e.pid()))
+                        .collect(),
+                };
+                for d in dests {
+                    self.transmit(pid, d, msg.clone());
+                }
+            }
+            Output::Event(ev) => self.app_event(idx, pid, ev),
+        }
+    }
+
+    fn app_event(&mut self, idx: usize, pid: Pid, ev: AppEvent) {
+        let now = self.now;
+        let hist = self.procs[idx].hist;
+        let rec = match ev {
+            AppEvent::View { view, joined } => {
+                self.procs[idx].view = Some(view.id);
+                self.log(|| format!("{pid} installs {view}"));
+                Some(Event::Install { view, joined })
+            }
+            AppEvent::Deliver { msg, pos, .. } => {
+                let view = self.procs[idx].view.unwrap_or(msg.view);
+                self.log(|| format!("{pid} delivers {msg} at {pos}"));
+                Some(Event::Deliver { msg, view, pos })
+            }
+            AppEvent::Sent { msg } => Some(Event::Send { msg }),
+            AppEvent::Blocked { view } => {
+                self.log(|| format!("{pid} blocked in {view}"));
+                Some(Event::Blocked { view })
+            }
+            AppEvent::Removed { view } => {
+                self.log(|| format!("{pid} removed after {view}"));
+                self.schedule_restart(idx);
+                Some(Event::Removed { view })
+            }
+            AppEvent::Left { view } => {
+                self.log(|| format!("{pid} left after {view}"));
+                if self.now < self.quiet_start() && self.rng.random_bool(0.5) {
+                    self.schedule_restart(idx);
+                }
+                Some(Event::Left { view })
+            }
+            AppEvent::Flushing { .. }
+            | AppEvent::SendState { .. }
+            | AppEvent::AwaitState { .. } => None,
+        };
+        if let Some(e) = rec {
+            self.histories[hist].push(now, e);
+        }
+    }
+
+    fn schedule_restart(&mut self, idx: usize) {
+        if self.procs[idx].restart_pending {
+            return;
+        }
+        self.procs[idx].restart_pending = true;
+        let delay = self.rng.random_range(1..5) * self.profile.suspect_timeout;
+        let node = self.procs[idx].node;
+        self.schedule(self.now + delay, Ev::Restart { node });
+    }
+
+    fn transmit(&mut self, from: Pid, to: Pid, msg: Message) {
+        if self.blocked_links.contains(&(from.node.0, to.node.0)) {
+            self.log(|| format!("{from} -> {to} {} cut", msg.kind()));
+            return;
+        }
+        let quiet = self.now >= self.quiet_start();
+        let loss = if quiet {
+            self.profile.loss.min(0.02)
+        } else {
+            self.profile.loss
+        };
+        if self.rng.random_bool(loss) {
+            self.log(|| format!("{from} -> {to} {} lost", msg.kind()));
+            return;
+        }
+        let copies = if !quiet && self.rng.random_bool(self.profile.dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let (lo, hi) = self.profile.delay;
+            let mut d = self.rng.random_range(lo..=hi);
+            if !quiet && self.rng.random_bool(self.profile.spike) {
+                d += self.rng.random_range(0..self.profile.spike_delay);
+            }
+            self.messages += 1;
+            self.schedule(
+                self.now + d,
+                Ev::Net {
+                    to,
+                    from,
+                    msg: msg.clone(),
+                },
+            );
+        }
+    }
+
+    fn live(&self, idx: usize) -> bool {
+        self.procs[idx].engine.is_some() && self.procs[idx].paused_until <= self.now
+    }
+
+    /// Whether crashing, pausing or removing `victim` leaves the primary
+    /// component able to go on.
+    fn safe_to_fault(&self, victim: u64) -> bool {
+        let latest = self
+            .procs
+            .iter()
+            .filter_map(|p| p.engine.as_ref().and_then(|e| e.view()))
+            .max_by_key(|v| v.id)
+            .cloned();
+        let Some(latest) = latest else { return false };
+        let mut present = Vec::new();
+        for m in &latest.members {
+            let Some(idx) = self.idx_of(m.node.0) else {
+                return false;
+            };
+            let p = &self.procs[idx];
+            let Some(e) = p.engine.as_ref() else { continue };
+            if e.pid() != *m {
+                continue;
+            }
+            if !self.live(idx) {
+                continue;
+            }
+            if e.view().map(|v| v.id) != Some(latest.id) || e.is_flushing() {
+                return false;
+            }
+            if m.node.0 != victim {
+                present.push(*m);
+            }
+        }
+        latest.members.len() > 1 && latest.is_quorum(&present)
+    }
+
+    fn run_to_end(&mut self) -> u64 {
+        let end = self.end_time();
+        let mut budget: u64 = 20_000_000;
+        while let Some(Reverse((t, seq))) = self.queue.pop() {
+            if t > end {
+                self.now = end;
+                return end;
+            }
+            budget -= 1;
+            if budget == 0 {
+                return u64::MAX;
+            }
+            self.now = t;
+            let Some(ev) = self.events.remove(&seq) else {
+                continue;
+            };
+            self.handle(ev);
+        }
+        end
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Net { to, from, msg } => {
+                let Some(idx) = self.idx_of(to.node.0) else {
+                    return;
+                };
+                let p = &self.procs[idx];
+                if p.engine.as_ref().map(|e| e.pid()) != Some(to) {
+                    return;
+                }
+                if p.paused_until > self.now {
+                    let at = p.paused_until + self.rng.random_range(0..100);
+                    self.schedule(at, Ev::Net { to, from, msg });
+                    return;
+                }
+                self.log(|| format!("{from} -> {to} {}", msg.kind()));
+                self.with_engine(idx, |e, now| e.handle_message(now, from, msg));
+            }
+            Ev::Timer { pid } => {
+                let Some(idx) = self.idx_of(pid.node.0) else {
+                    return;
+                };
+                let p = &mut self.procs[idx];
+                if p.engine.as_ref().map(|e| e.pid()) != Some(pid) || p.timer_at != Some(self.now) {
+                    return;
+                }
+                p.timer_at = None;
+                if p.paused_until > self.now {
+                    let at = p.paused_until;
+                    p.timer_at = Some(at);
+                    self.schedule(at, Ev::Timer { pid });
+                    return;
+                }
+                self.with_engine(idx, |e, now| e.handle_timeout(now));
+            }
+            Ev::Multicast { node } => self.multicast(node),
+            Ev::Fault => self.fault(),
+            Ev::HealLinks { links } => {
+                for l in links {
+                    self.blocked_links.remove(&l);
+                }
+                self.log(|| "links healed".to_string());
+            }
+            Ev::Resume { node } => {
+                self.log(|| format!("n{node} resumes"));
+            }
+            Ev::Restart { node } => {
+                let Some(idx) = self.idx_of(node) else { return };
+                let inc = self.procs[idx].inc + 1;
+                if self.procs[idx].engine.is_some() {
+                    let e = self.procs[idx].engine.as_ref();
+                    if !e.is_some_and(|e| e.is_finished()) {
+                        return;
+                    }
+                }
+                self.spawn(node, inc);
+                self.with_engine(idx, |e, now| e.join(now));
+            }
+            Ev::Join { node } => {
+                self.spawn(node, 1);
+                if let Some(idx) = self.idx_of(node) {
+                    self.with_engine(idx, |e, now| e.join(now));
+                }
+                let at = self.now + self.rng.random_range(0..10_000);
+                self.schedule(at, Ev::Multicast { node });
+            }
+        }
+    }
+
+    fn multicast(&mut self, node: u64) {
+        if self.now >= self.quiet_start() {
+            return;
+        }
+        let gap = 1_000_000 / self.profile.rate.max(1);
+        let next = self.now + self.rng.random_range(gap / 2..=gap * 3 / 2);
+        self.schedule(next, Ev::Multicast { node });
+        let Some(idx) = self.idx_of(node) else { return };
+        if !self.live(idx) || self.procs[idx].sent >= 300 {
+            return;
+        }
+        let Some(e) = self.procs[idx].engine.as_ref() else {
+            return;
+        };
+        if e.queued() > 64 || e.is_finished() {
+            return;
+        }
+        self.procs[idx].sent += 1;
+        let n = self.procs[idx].sent;
+        let payload = Bytes::from(format!("n{node}:{n}"));
+        self.with_engine(idx, |e, now| {
+            let _ = e.multicast(now, payload);
+        });
+    }
+
+    fn fault(&mut self) {
+        let now = self.now;
+        if now >= self.quiet_start() {
+            // Heal everything for the quiet phase.
+            self.blocked_links.clear();
+            for p in &mut self.procs {
+                p.paused_until = p.paused_until.min(now);
+            }
+            self.log(|| "quiet phase: network healed".to_string());
+            return;
+        }
+        let next = now
+            + self.rng.random_range(
+                self.profile.fault_interval / 2..=self.profile.fault_interval * 3 / 2,
+            );
+        self.schedule(next, Ev::Fault);
+        let st = self.profile.suspect_timeout;
+        let mut kinds = Vec::new();
+        let pr = &self.profile;
+        for (on, k) in [
+            (pr.partitions, 0),
+            (pr.one_way, 1),
+            (pr.pauses, 2),
+            (pr.crashes, 3),
+            (pr.joins, 4),
+            (pr.leaves, 5),
+        ] {
+            if on {
+                kinds.push(k);
+            }
+        }
+        if kinds.is_empty() {
+            return;
+        }
+        let kind = kinds[self.rng.random_range(0..kinds.len())];
+        let nodes: Vec<u64> = self
+            .procs
+            .iter()
+            .filter(|p| p.engine.is_some())
+            .map(|p| p.node)
+            .collect();
+        if nodes.is_empty() {
+            return;
+        }
+        let pick = nodes[self.rng.random_range(0..nodes.len())];
+        let heal_at = now + self.rng.random_range(st / 2..6 * st);
+        match kind {
+            0 => {
+                let side: Vec<u64> = nodes
+                    .iter()
+                    .copied()
+                    .filter(|_| self.rng.random_bool(0.4))
+                    .collect();
+                let mut links = Vec::new();
+                for a in &side {
+                    for b in nodes.iter().filter(|b| !side.contains(b)) {
+                        links.push((*a, *b));
+                        links.push((*b, *a));
+                    }
+                }
+                self.log(|| format!("partition {side:?} | rest"));
+                self.blocked_links.extend(links.iter().copied());
+                self.schedule(heal_at, Ev::HealLinks { links });
+            }
+            1 => {
+                let other = nodes[self.rng.random_range(0..nodes.len())];
+                if other != pick {
+                    self.log(|| format!("one-way cut n{pick} -> n{other}"));
+                    self.blocked_links.insert((pick, other));
+                    self.schedule(
+                        heal_at,
+                        Ev::HealLinks {
+                            links: vec![(pick, other)],
+                        },
+                    );
+                }
+            }
+            2 => {
+                if self.safe_to_fault(pick)
+                    && let Some(idx) = self.idx_of(pick)
+                {
+                    let until = now + self.rng.random_range(st / 4..3 * st);
+                    self.procs[idx].paused_until = until;
+                    self.log(|| format!("n{pick} paused until {until}"));
+                    self.schedule(until, Ev::Resume { node: pick });
+                }
+            }
+            3 => {
+                if self.safe_to_fault(pick)
+                    && let Some(idx) = self.idx_of(pick)
+                {
+                    let hist = self.procs[idx].hist;
+                    self.histories[hist].push(now, Event::Crash);
+                    self.procs[idx].engine = None;
+                    self.procs[idx].timer_at = None;
+                    self.log(|| format!("n{pick} crashes"));
+                    self.schedule_restart(idx);
+                }
+            }
+            4 => {
+                if self.next_node <= self.max_nodes {
+                    let node = self.next_node;
+                    self.next_node += 1;
+                    self.schedule(now, Ev::Join { node });
+                }
+            }
+            _ => {
+                if self.safe_to_fault(pick)
+                    && let Some(idx) = self.idx_of(pick)
+                    && self.procs[idx]
+                        .engine
+                        .as_ref()
+                        .is_some_and(|e| e.view().is_some())
+                {
+                    self.log(|| format!("n{pick} leaves"));
+                    self.with_engine(idx, |e, now| e.leave(now));
+                }
+            }
+        }
+    }
+}

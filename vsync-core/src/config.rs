@@ -52,11 +52,11 @@ impl Default for Config {
 
 impl Config {
     /// A configuration scaled to a suspicion timeout: heartbeats at a fifth
-    /// of it, ticks at a fiftieth (at least 1 ms), resends at a tenth.
+    /// of it, ticks at a twentieth (at least 1 ms), resends at a tenth.
     pub fn with_suspect_timeout(suspect_timeout: u64) -> Self {
         let st = suspect_timeout.max(1_000);
         Config {
-            tick: (st / 50).max(1_000),
+            tick: (st / 20).max(1_000),
             heartbeat_interval: st / 5,
             suspect_timeout: st,
             flush_timeout: st,

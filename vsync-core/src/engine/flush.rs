@@ -113,6 +113,16 @@ impl Engine {
             return;
         }
         let Some(vs) = self.vs.as_ref() else { return };
+        // Following another proposer that is not suspected: let it finish
+        // (if it stalls, the participant timeout suspects it).
+        if vs.frozen
+            && self
+                .part
+                .promised
+                .is_some_and(|b| b.proposer != self.pid && !self.suspects.contains(&b.proposer))
+        {
+            return;
+        }
         let proposer_lost = vs.frozen
             && self.part.promised.is_some_and(|b| b.proposer != self.pid)
             && self
@@ -231,6 +241,8 @@ impl Engine {
             self.freeze();
             self.part.promised = Some(ballot);
             self.part.since = self.now;
+            // Evidently reachable: a flush it runs is one to follow.
+            self.suspects.remove(&from);
             let report = Box::new(self.report());
             self.send(
                 from,
@@ -566,6 +578,7 @@ impl Engine {
                 return;
             }
             self.freeze();
+            self.suspects.remove(&from);
             self.accept(ballot, proposal, payloads);
             self.send(from, Message::PrepareAck { old, ballot });
             return;
@@ -666,6 +679,33 @@ impl Engine {
             payloads: lc.payloads.clone(),
         };
         self.send_many(to, msg);
+    }
+
+    /// A member of the current view still talks in the view before: it
+    /// missed the commit (its proposer failed). Sends it the whole change,
+    /// at most once per resend interval.
+    pub(super) fn send_install_to_laggard(&mut self, to: Pid, its_view: ViewId) {
+        let Some(lc) = self.last_change.as_ref() else {
+            return;
+        };
+        if lc.old != its_view {
+            return;
+        }
+        let now = self.now;
+        if self
+            .install_sent
+            .get(&to)
+            .is_some_and(|t| now < t + self.config.resend_interval)
+        {
+            return;
+        }
+        self.install_sent.insert(to, now);
+        let msg = Message::Install {
+            old: lc.old,
+            proposal: Box::new(lc.proposal.clone()),
+            payloads: lc.payloads.clone(),
+        };
+        self.send(to, msg);
     }
 
     pub(super) fn on_install(

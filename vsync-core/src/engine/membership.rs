@@ -92,7 +92,12 @@ impl Engine {
     }
 
     pub(super) fn on_suspect(&mut self, from: Pid, view: ViewId, pids: Vec<Pid>) {
-        if self.current_view_id() != Some(view) || self.phase != Phase::Member {
+        if self.phase != Phase::Member {
+            return;
+        }
+        if self.current_view_id() != Some(view) {
+            // Perhaps a member that missed the last commit.
+            self.admit(from, view);
             return;
         }
         let Some(vs) = self.vs.as_ref() else { return };

@@ -195,6 +195,7 @@ pub struct Engine {
     last_request: u64,
     last_forward: u64,
     last_probe: u64,
+    install_sent: HashMap<Pid, u64>,
     view_transfers: Vec<(Pid, Pid)>,
     nack_at: HashMap<(u32, u64), u64>,
     order_nack_at: u64,
@@ -247,6 +248,7 @@ impl Engine {
             last_request: 0,
             last_forward: 0,
             last_probe: 0,
+            install_sent: HashMap::new(),
             view_transfers: Vec::new(),
             nack_at: HashMap::new(),
             order_nack_at: 0,
@@ -634,10 +636,15 @@ impl Engine {
         if view == vs.view.id {
             return vs.view.rank(from);
         }
-        if view.epoch < vs.view.id.epoch && !vs.view.contains(from) {
-            // Traffic from a process left out of a later view: tell it.
-            let id = vs.view.id;
-            self.send(from, Message::NotMember { view: id });
+        if view.epoch < vs.view.id.epoch {
+            if vs.view.contains(from) {
+                // A member that missed the commit of this view: send it.
+                self.send_install_to_laggard(from, view);
+            } else {
+                // Traffic from a process left out of a later view: tell it.
+                let id = vs.view.id;
+                self.send(from, Message::NotMember { view: id });
+            }
         }
         None
     }
@@ -863,10 +870,12 @@ impl Engine {
         self.blocked = false;
         self.part = Participant::default();
         self.prop = None;
-        self.suspects.retain(|p| view.contains(*p));
+        // The new view was agreed with its members: suspicion starts afresh.
+        self.suspects.clear();
         self.pending_joins.retain(|p| !view.contains(*p));
         self.pending_leaves.retain(|p| view.contains(*p));
         self.nack_at.clear();
+        self.install_sent.clear();
         self.order_nack_at = 0;
         for m in &view.members {
             self.last_heard.insert(*m, self.now);

@@ -76,6 +76,7 @@ enum Ev {
     Resume { node: u64 },
     Restart { node: u64 },
     Join { node: u64 },
+    CrashCoordinator { view: ViewId },
 }
 
 struct Proc {
@@ -178,7 +179,7 @@ impl Sim {
     }
 
     fn end_time(&self) -> u64 {
-        self.profile.chaos + 40 * self.profile.suspect_timeout
+        self.profile.chaos + 25 * self.profile.suspect_timeout
     }
 
     fn schedule(&mut self, at: u64, ev: Ev) {
@@ -322,9 +323,19 @@ impl Sim {
                 }
                 Some(Event::Left { view })
             }
-            AppEvent::Flushing { .. }
-            | AppEvent::SendState { .. }
-            | AppEvent::AwaitState { .. } => None,
+            AppEvent::Flushing { view } => {
+                // Sometimes crash the coordinator in the middle of the flush,
+                // so that another member must take over.
+                if self.profile.crashes
+                    && self.now < self.quiet_start()
+                    && self.rng.random_bool(0.2)
+                {
+                    let at = self.now + self.rng.random_range(0..5_000);
+                    self.schedule(at, Ev::CrashCoordinator { view });
+                }
+                None
+            }
+            AppEvent::SendState { .. } | AppEvent::AwaitState { .. } => None,
         };
         if let Some(e) = rec {
             self.histories[hist].push(now, e);
@@ -452,7 +463,14 @@ impl Sim {
                     self.schedule(at, Ev::Net { to, from, msg });
                     return;
                 }
-                self.log(|| format!("{from} -> {to} {}", msg.kind()));
+                self.log(|| match &msg {
+                    Message::Suspect { .. }
+                    | Message::NotMember { .. }
+                    | Message::Commit { .. } => {
+                        format!("{from} -> {to} {msg:?}")
+                    }
+                    _ => format!("{from} -> {to} {}", msg.kind()),
+                });
                 self.with_engine(idx, |e, now| e.handle_message(now, from, msg));
             }
             Ev::Timer { pid } => {
@@ -473,6 +491,7 @@ impl Sim {
                 self.with_engine(idx, |e, now| e.handle_timeout(now));
             }
             Ev::Multicast { node } => self.multicast(node),
+            Ev::CrashCoordinator { view } => self.crash_coordinator(view),
             Ev::Fault => self.fault(),
             Ev::HealLinks { links } => {
                 for l in links {
@@ -504,6 +523,46 @@ impl Sim {
                 self.schedule(at, Ev::Multicast { node });
             }
         }
+    }
+
+    /// Crashes the coordinator of `view` during its flush, if the group
+    /// keeps a primary component whatever the flush decides: the view has
+    /// at least five members and the others that are live form a quorum.
+    fn crash_coordinator(&mut self, view: ViewId) {
+        let v = self
+            .procs
+            .iter()
+            .filter_map(|p| p.engine.as_ref().and_then(|e| e.view()))
+            .find(|v| v.id == view)
+            .cloned();
+        let Some(v) = v else { return };
+        let coord = v.members[0];
+        let Some(idx) = self.idx_of(coord.node.0) else {
+            return;
+        };
+        if self.procs[idx].engine.as_ref().map(|e| e.pid()) != Some(coord) || v.members.len() < 5 {
+            return;
+        }
+        let present: Vec<Pid> = v
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != coord)
+            .filter(|m| {
+                self.idx_of(m.node.0).is_some_and(|i| {
+                    self.live(i) && self.procs[i].engine.as_ref().map(|e| e.pid()) == Some(*m)
+                })
+            })
+            .collect();
+        if !v.is_quorum(&present) || present.len() < 4 {
+            return;
+        }
+        let hist = self.procs[idx].hist;
+        self.histories[hist].push(self.now, Event::Crash);
+        self.procs[idx].engine = None;
+        self.procs[idx].timer_at = None;
+        self.log(|| format!("{coord} (coordinator of {view}) crashes during the flush"));
+        self.schedule_restart(idx);
     }
 
     fn multicast(&mut self, node: u64) {

@@ -20,9 +20,10 @@ pub struct Ballot {
     pub proposer: Pid,
 }
 
-/// A run in an ordering record: the next `count` messages of the sender of
-/// rank `rank` (in sequence order) come next in the total order.
-pub type Run = (u32, u32);
+/// A run in an ordering record, `(rank, first_seq, count)`: the messages
+/// `first_seq .. first_seq + count` of the sender of rank `rank` come next in
+/// the total order.
+pub type Run = (u32, u64, u32);
 
 /// One slot of the total order: a sender's rank and its sequence number.
 pub type Slot = (u32, u64);
@@ -85,10 +86,9 @@ pub enum Message {
         view: ViewId,
         /// Position of the first slot the runs describe.
         first_pos: u64,
-        /// For each run, the first sequence number it covers is implied by
-        /// the receiver's order so far; it is given here too so that a
-        /// receiver can check it.
-        runs: Vec<(u32, u64, u32)>,
+        /// The runs, in order. Each names its first sequence number so that
+        /// a receiver can check it continues the sender's order.
+        runs: Vec<Run>,
     },
     /// Acknowledgement and heartbeat: how far the sender has everything.
     Ack {

@@ -129,12 +129,11 @@ impl Engine {
         }
         let Some(vs) = self.vs.as_ref() else { return };
         if vs.view.contains(joiner) {
-            // Its welcome was lost: the coordinator sends it again.
-            if self.i_coordinate() {
-                let view = vs.view.clone();
-                let transfers = self.view_transfers.clone();
-                self.send(joiner, Message::Welcome { view, transfers });
-            }
+            // Its welcome was lost (and the proposer may be gone): any member
+            // sends it again; the view is committed, so that is safe.
+            let view = vs.view.clone();
+            let transfers = self.view_transfers.clone();
+            self.send(joiner, Message::Welcome { view, transfers });
             return;
         }
         // A new incarnation proves the old one is gone.
@@ -224,19 +223,30 @@ impl Engine {
             return;
         }
         let Some(vs) = self.vs.as_ref() else { return };
-        if vs.view.id.epoch > view.epoch && !vs.view.contains(from) {
-            let id = vs.view.id;
-            self.send(from, Message::NotMember { view: id });
+        if vs.view.id.epoch > view.epoch {
+            if vs.view.contains(from) {
+                self.send_install_to_laggard(from, view);
+            } else {
+                let id = vs.view.id;
+                self.send(from, Message::NotMember { view: id });
+            }
         }
     }
 
+    /// Out of the group. A process that asked to leave has left, however it
+    /// learns that it is out (the commit may arrive after a `NotMember`).
     pub(super) fn become_removed(&mut self) {
         let Some(vs) = self.vs.as_mut() else { return };
         vs.frozen = true;
         let id = vs.view.id;
-        self.phase = Phase::Removed;
         self.prop = None;
         self.queue.clear();
-        self.emit(AppEvent::Removed { view: id });
+        if self.leave_requested {
+            self.phase = Phase::Left;
+            self.emit(AppEvent::Left { view: id });
+        } else {
+            self.phase = Phase::Removed;
+            self.emit(AppEvent::Removed { view: id });
+        }
     }
 }

@@ -32,7 +32,7 @@ mod stability;
 use crate::checker::Policy;
 use crate::config::Config;
 use crate::id::{MsgId, Pid, View, ViewId};
-use crate::message::Message;
+use crate::message::{Message, Run};
 use bytes::Bytes;
 use flush::{Participant, Proposer};
 use ordering::ViewState;
@@ -664,7 +664,7 @@ impl Engine {
         }
     }
 
-    fn on_order(&mut self, from: Pid, view: ViewId, first_pos: u64, runs: Vec<(u32, u64, u32)>) {
+    fn on_order(&mut self, from: Pid, view: ViewId, first_pos: u64, runs: Vec<Run>) {
         let Some(rank) = self.admit(from, view) else {
             return;
         };

@@ -12,7 +12,7 @@
 
 use super::log::SenderLog;
 use crate::id::{MsgId, View};
-use crate::message::Slot;
+use crate::message::{Run, Slot};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -33,7 +33,7 @@ pub(crate) struct ViewState {
     pub order: VecDeque<Slot>,
     pub order_base: u64,
     /// Ordering records that arrived ahead of a gap, by first position.
-    pub early_order: BTreeMap<u64, Vec<(u32, u64, u32)>>,
+    pub early_order: BTreeMap<u64, Vec<Run>>,
     /// Per sender, how many of its messages are in the known order.
     pub ordered_seq: Vec<u64>,
     /// Coordinator only: positions already announced in ordering records.
@@ -130,7 +130,7 @@ impl ViewState {
 
     /// Sequencer: appends every newly contiguous message to the order and
     /// returns the runs to announce (empty when nothing is new).
-    pub fn sequence(&mut self) -> Vec<(u32, u64, u32)> {
+    pub fn sequence(&mut self) -> Vec<Run> {
         let mut runs = Vec::new();
         if !self.is_sequencer() || self.frozen {
             return runs;
@@ -151,7 +151,7 @@ impl ViewState {
 
     /// Applies an ordering record. Records are applied in position order;
     /// one that arrives ahead of a gap waits. Returns whether the order grew.
-    pub fn on_order(&mut self, first_pos: u64, runs: Vec<(u32, u64, u32)>) -> bool {
+    pub fn on_order(&mut self, first_pos: u64, runs: Vec<Run>) -> bool {
         if self.is_sequencer() || first_pos == 0 {
             return false;
         }
@@ -172,7 +172,7 @@ impl ViewState {
         grew
     }
 
-    fn apply_runs(&mut self, first_pos: u64, runs: &[(u32, u64, u32)]) -> bool {
+    fn apply_runs(&mut self, first_pos: u64, runs: &[Run]) -> bool {
         let mut pos = first_pos;
         let mut grew = false;
         for &(rank, first_seq, count) in runs {
@@ -199,13 +199,13 @@ impl ViewState {
 
     /// The ordering runs for positions `lo ..= hi` still held (for a
     /// retransmission), starting at the returned first position.
-    pub fn runs_between(&self, lo: u64, hi: u64) -> Option<(u64, Vec<(u32, u64, u32)>)> {
+    pub fn runs_between(&self, lo: u64, hi: u64) -> Option<(u64, Vec<Run>)> {
         let lo = lo.max(self.order_base + 1);
         let hi = hi.min(self.order_len());
         if lo > hi {
             return None;
         }
-        let mut runs: Vec<(u32, u64, u32)> = Vec::new();
+        let mut runs: Vec<Run> = Vec::new();
         for pos in lo..=hi {
             let (rank, seq) = self.slot(pos)?;
             match runs.last_mut() {

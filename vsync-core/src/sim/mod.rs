@@ -527,7 +527,8 @@ impl Sim {
 
     /// Crashes the coordinator of `view` during its flush, if the group
     /// keeps a primary component whatever the flush decides: the view has
-    /// at least five members and the others that are live form a quorum.
+    /// at least five members and the others that are live and have
+    /// installed it form a quorum.
     fn crash_coordinator(&mut self, view: ViewId) {
         let v = self
             .procs
@@ -550,7 +551,10 @@ impl Sim {
             .filter(|m| *m != coord)
             .filter(|m| {
                 self.idx_of(m.node.0).is_some_and(|i| {
-                    self.live(i) && self.procs[i].engine.as_ref().map(|e| e.pid()) == Some(*m)
+                    let e = self.procs[i].engine.as_ref();
+                    self.live(i)
+                        && e.map(|e| e.pid()) == Some(*m)
+                        && e.and_then(|e| e.view()).map(|v| v.id) == Some(view)
                 })
             })
             .collect();

@@ -144,7 +144,7 @@ impl Engine {
             .part
             .max_round
             .max(self.part.promised.map_or(0, |b| b.round))
-            + 1;
+            .saturating_add(1);
         let ballot = Ballot {
             round,
             proposer: self.pid,
@@ -295,8 +295,8 @@ impl Engine {
         if self.current_view_id() != Some(old) {
             return;
         }
-        let n = self.vs.as_ref().map_or(0, |v| v.view.members.len());
-        if report.recv.len() != n || report.delivered_seq.len() != n {
+        let Some(vs) = self.vs.as_ref() else { return };
+        if !plausible(vs, &report) {
             self.stats.malformed += 1;
             return;
         }
@@ -500,7 +500,7 @@ impl Engine {
             let Some(r) = reports.get(t) else { continue };
             let mut payloads = Vec::new();
             for (i, &(rank, seq)) in proposal.tail.iter().enumerate() {
-                let pos = proposal.base + 1 + i as u64;
+                let pos = proposal.base.saturating_add(1 + i as u64);
                 let lacks = r.recv.get(rank as usize).is_none_or(|got| seq > *got);
                 if pos > r.delivered
                     && lacks
@@ -774,7 +774,7 @@ impl Engine {
         vs.deliver_through(proposal.base, &mut |m, p, b| out.push((m, p, b)));
         vs.frozen = true;
         for (i, &(rank, seq)) in proposal.tail.iter().enumerate() {
-            let pos = proposal.base + 1 + i as u64;
+            let pos = proposal.base.saturating_add(1 + i as u64);
             if pos <= vs.delivered {
                 continue;
             }
@@ -976,6 +976,23 @@ impl Engine {
             self.send_installs_to_absent();
         }
     }
+}
+
+/// Whether a flush report is consistent with this member's own state (an
+/// honest member is never further ahead than flow control allows): guards
+/// the proposer's arithmetic against corrupt input.
+fn plausible(vs: &super::ordering::ViewState, r: &FlushReport) -> bool {
+    use super::log::MAX_AHEAD;
+    let n = vs.view.members.len();
+    r.recv.len() == n
+        && r.delivered_seq.len() == n
+        && r.delivered <= vs.order_len().saturating_add(MAX_AHEAD)
+        && r.order.len() as u64 <= MAX_AHEAD
+        && r.order.iter().all(|(rank, _)| (*rank as usize) < n)
+        && (0..n).all(|i| {
+            r.delivered_seq[i] <= r.recv[i]
+                && r.recv[i] <= vs.logs[i].contiguous().saturating_add(MAX_AHEAD)
+        })
 }
 
 fn empty_proposal() -> Proposal {

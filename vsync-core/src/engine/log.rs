@@ -4,6 +4,9 @@
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+/// How far beyond its received prefix a member accepts a sender's messages.
+pub(crate) const MAX_AHEAD: u64 = 1 << 20;
+
 /// The multicasts of one sender in one view, by sequence number (from 1).
 ///
 /// Sequence numbers up to `base` were discarded (delivered here and held by
@@ -17,10 +20,11 @@ pub(crate) struct SenderLog {
 }
 
 impl SenderLog {
-    /// Stores `payload` as message `seq`. Returns false for a duplicate or a
-    /// message already discarded.
+    /// Stores `payload` as message `seq`. Returns false for a duplicate, a
+    /// message already discarded, or one implausibly far ahead (flow control
+    /// keeps an honest sender within its window of every member).
     pub fn insert(&mut self, seq: u64, payload: Bytes) -> bool {
-        if seq <= self.base || seq == 0 {
+        if seq <= self.base || seq == 0 || seq.saturating_sub(self.contiguous) > MAX_AHEAD {
             return false;
         }
         let idx = (seq - self.base - 1) as usize;
@@ -66,6 +70,7 @@ impl SenderLog {
     /// Missing sequence numbers in `contiguous + 1 ..= upto`, as inclusive
     /// ranges, at most `limit` ranges.
     pub fn missing(&self, upto: u64, limit: usize) -> Vec<(u64, u64)> {
+        let upto = upto.min(self.contiguous.saturating_add(MAX_AHEAD));
         let mut out = Vec::new();
         let mut seq = self.contiguous + 1;
         while seq <= upto && out.len() < limit {

@@ -775,7 +775,10 @@ impl Engine {
             if rank as usize != vs.me {
                 continue;
             }
-            let hi = hi.min(lo.saturating_add(4 * self.config.max_batch as u64));
+            // Only what this member sent, and a bounded amount per request.
+            let hi = hi
+                .min(vs.sent)
+                .min(lo.saturating_add(4 * self.config.max_batch as u64));
             let mut batch: Vec<Bytes> = Vec::new();
             let mut first = lo;
             for seq in lo..=hi {
@@ -799,7 +802,7 @@ impl Engine {
                             });
                             batch = Vec::new();
                         }
-                        first = seq + 1;
+                        first = seq.saturating_add(1);
                     }
                 }
             }

@@ -123,7 +123,10 @@ impl ViewState {
         };
         let mut new = false;
         for (i, p) in payloads.into_iter().enumerate() {
-            new |= log.insert(first_seq + i as u64, p);
+            let Some(seq) = first_seq.checked_add(i as u64) else {
+                break;
+            };
+            new |= log.insert(seq, p);
         }
         new
     }
@@ -180,17 +183,21 @@ impl ViewState {
             if r >= self.ordered_seq.len() {
                 return grew;
             }
-            for i in 0..u64::from(count) {
-                let seq = first_seq + i;
-                if pos == self.order_len() + 1 {
-                    if seq != self.ordered_seq[r] + 1 {
-                        // Not the sender's next message: a corrupt record.
-                        return grew;
-                    }
-                    self.order.push_back((rank, seq));
-                    self.ordered_seq[r] = seq;
-                    grew = true;
+            let count = u64::from(count);
+            // Skip the part of the run that is already known.
+            let known = (self.order_len() + 1).saturating_sub(pos).min(count);
+            pos = pos.saturating_add(known);
+            for i in known..count {
+                let Some(seq) = first_seq.checked_add(i) else {
+                    return grew;
+                };
+                if seq != self.ordered_seq[r] + 1 {
+                    // Not the sender's next message: a corrupt record.
+                    return grew;
                 }
+                self.order.push_back((rank, seq));
+                self.ordered_seq[r] = seq;
+                grew = true;
                 pos += 1;
             }
         }

@@ -818,6 +818,16 @@ impl Engine {
             self.send(from, Message::InstallAck { new: id });
         } else if self.current_view_id() == Some(view.id) {
             self.send(from, Message::InstallAck { new: view.id });
+        } else if self.phase == Phase::Member
+            && view.contains(self.pid)
+            && self
+                .current_view_id()
+                .is_some_and(|v| v.epoch < view.id.epoch)
+        {
+            // Admitted again as a joiner (a stale join request of ours
+            // arrived late): the group went on without us in between, so
+            // this incarnation was removed; rejoin as a new one.
+            self.become_removed();
         }
     }
 

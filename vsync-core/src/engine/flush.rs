@@ -820,13 +820,15 @@ impl Engine {
             self.send(from, Message::InstallAck { new: view.id });
         } else if self.phase == Phase::Member
             && view.contains(self.pid)
+            && self.vs.as_ref().is_some_and(|v| v.view.contains(from))
             && self
                 .current_view_id()
                 .is_some_and(|v| v.epoch < view.id.epoch)
         {
-            // Admitted again as a joiner (a stale join request of ours
-            // arrived late): the group went on without us in between, so
-            // this incarnation was removed; rejoin as a new one.
+            // Admitted again as a joiner by a member of our own view (a
+            // stale join request of ours arrived late): the group went on
+            // without us in between, so this incarnation was removed; rejoin
+            // as a new one. Not believed from anyone else.
             self.become_removed();
         }
     }

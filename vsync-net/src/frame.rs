@@ -1,0 +1,295 @@
+//! The wire format.
+//!
+//! Every frame is a big-endian `u32` length, then that many bytes: one
+//! version byte ([`VERSION`]) and a [postcard](https://docs.rs/postcard)
+//! encoding of a [`Frame`]. The length counts the version byte.
+//!
+//! A connection starts with a [`Frame::Hello`] in each direction. After it,
+//! the dialing side sends [`Frame::Msg`] and [`Frame::AddressBook`] frames;
+//! the accepting side sends nothing more unless it refuses the connection
+//! ([`Frame::Error`]).
+//!
+//! A message sent to many peers is encoded once: postcard writes a struct
+//! variant as its tag followed by its fields, so a `Msg` frame is the tag,
+//! the destination pid, and the message's own encoding, which is shared
+//! ([`encode_msg_body`], [`put_msg_frame`]).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use vsync_core::{Message, Pid};
+
+/// The wire format version this crate speaks.
+pub const VERSION: u8 = 1;
+
+/// The default largest frame accepted or sent (16 MiB).
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+
+/// The postcard tag of [`Frame::Msg`] (its variant index).
+const MSG_TAG: u8 = 1;
+
+/// One frame on a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// The first frame in each direction: who is at this end.
+    Hello {
+        /// The group the sender belongs to; a connection between different
+        /// groups is refused.
+        group: String,
+        /// The sending process.
+        pid: Pid,
+        /// The address the sender listens on (where to dial it).
+        listen: SocketAddr,
+    },
+    /// A protocol message for process `to`. A receiver whose process is not
+    /// `to` (an older or newer incarnation) drops it.
+    Msg {
+        /// The destination process.
+        to: Pid,
+        /// The message.
+        msg: Message,
+    },
+    /// Addresses the sender knows, so that every member learns where every
+    /// other one listens (a joiner may have talked only to a seed).
+    AddressBook {
+        /// Process and listen address pairs.
+        entries: Vec<(Pid, SocketAddr)>,
+    },
+    /// The sender refuses the connection and closes it.
+    Error {
+        /// Why, for the log.
+        reason: String,
+    },
+}
+
+/// What can be wrong with a frame. Each closes the connection it came on.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix exceeds the configured maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The announced or encoded length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A zero length prefix (there must be at least the version byte).
+    #[error("empty frame")]
+    Empty,
+    /// A version this crate does not speak.
+    #[error("unsupported wire version {0} (we speak {VERSION})")]
+    Version(u8),
+    /// The body is not a valid frame.
+    #[error("undecodable frame: {0}")]
+    Decode(postcard::Error),
+    /// A frame could not be encoded.
+    #[error("cannot encode frame: {0}")]
+    Encode(postcard::Error),
+    /// The connection failed or closed in the middle of a frame.
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+}
+
+/// Encodes a whole frame, length prefix included.
+pub fn encode_frame(frame: &Frame, max: usize) -> Result<Bytes, FrameError> {
+    let mut v = Vec::with_capacity(64);
+    v.extend_from_slice(&[0, 0, 0, 0, VERSION]);
+    let mut v = postcard::to_extend(frame, v).map_err(FrameError::Encode)?;
+    let len = v.len() - 4;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    v[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(Bytes::from(v))
+}
+
+/// Encodes a message once, for [`put_msg_frame`] to any number of peers.
+pub fn encode_msg_body(msg: &Message) -> Result<Bytes, FrameError> {
+    postcard::to_stdvec(msg)
+        .map(Bytes::from)
+        .map_err(FrameError::Encode)
+}
+
+/// Appends a `Msg { to, msg }` frame to `buf`, where `body` is
+/// [`encode_msg_body`] of `msg`. The result is byte for byte what
+/// [`encode_frame`] gives for the same frame.
+pub fn put_msg_frame(
+    buf: &mut BytesMut,
+    to: Pid,
+    body: &[u8],
+    max: usize,
+) -> Result<(), FrameError> {
+    let mut head = [0u8; 24];
+    let to_len = postcard::to_slice(&to, &mut head)
+        .map_err(FrameError::Encode)?
+        .len();
+    let len = 1 + 1 + to_len + body.len();
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    buf.reserve(4 + len);
+    buf.put_u32(len as u32);
+    buf.put_u8(VERSION);
+    buf.put_u8(MSG_TAG);
+    buf.put_slice(&head[..to_len]);
+    buf.put_slice(body);
+    Ok(())
+}
+
+/// Takes one whole frame off the front of `buf`, if it holds one.
+pub fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    let body = buf.split_to(len);
+    if body[0] != VERSION {
+        return Err(FrameError::Version(body[0]));
+    }
+    postcard::from_bytes(&body[1..])
+        .map(Some)
+        .map_err(FrameError::Decode)
+}
+
+/// Reads the next frame from `rd`, buffering in `buf`. `Ok(None)` at a clean
+/// end of stream (between frames).
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Frame>, FrameError> {
+    loop {
+        if let Some(f) = decode_frame(buf, max)? {
+            return Ok(Some(f));
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        if rd.read_buf(buf).await? == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vsync_core::ViewId;
+
+    fn data() -> Message {
+        Message::Data {
+            view: ViewId {
+                epoch: 7,
+                installer: Pid::new(1, 1_700_000_000_123),
+            },
+            first_seq: 300,
+            payloads: vec![Bytes::from_static(b"hello"), Bytes::from(vec![7u8; 1000])],
+        }
+    }
+
+    #[test]
+    fn shared_body_encoding_equals_whole_frame_encoding() {
+        let msg = data();
+        let to = Pid::new(u64::MAX, u64::MAX);
+        let whole = encode_frame(
+            &Frame::Msg {
+                to,
+                msg: msg.clone(),
+            },
+            DEFAULT_MAX_FRAME,
+        )
+        .unwrap();
+        let body = encode_msg_body(&msg).unwrap();
+        let mut buf = BytesMut::new();
+        put_msg_frame(&mut buf, to, &body, DEFAULT_MAX_FRAME).unwrap();
+        assert_eq!(&buf[..], &whole[..]);
+        let back = decode_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        assert_eq!(back, Frame::Msg { to, msg });
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn frames_round_trip_and_partial_input_waits() {
+        let frames = vec![
+            Frame::Hello {
+                group: "g".into(),
+                pid: Pid::new(3, 9),
+                listen: "127.0.0.1:4000".parse().unwrap(),
+            },
+            Frame::AddressBook {
+                entries: vec![(Pid::new(1, 1), "[::1]:5".parse().unwrap())],
+            },
+            Frame::Error {
+                reason: "no".into(),
+            },
+            Frame::Msg {
+                to: Pid::new(2, 2),
+                msg: data(),
+            },
+        ];
+        let mut all = BytesMut::new();
+        for f in &frames {
+            all.extend_from_slice(&encode_frame(f, DEFAULT_MAX_FRAME).unwrap());
+        }
+        // Feed one byte at a time.
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for b in all.iter() {
+            buf.put_u8(*b);
+            while let Some(f) = decode_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap() {
+                out.push(f);
+            }
+        }
+        assert_eq!(out, frames);
+    }
+
+    #[test]
+    fn bad_frames_are_typed_errors() {
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 1][..]);
+        assert!(matches!(
+            decode_frame(&mut buf, 1024),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
+        assert!(matches!(
+            decode_frame(&mut buf, 1024),
+            Err(FrameError::Empty)
+        ));
+        let mut buf = BytesMut::from(&[0, 0, 0, 2, 9, 0][..]);
+        assert!(matches!(
+            decode_frame(&mut buf, 1024),
+            Err(FrameError::Version(9))
+        ));
+        let mut buf = BytesMut::from(&[0, 0, 0, 3, VERSION, 200, 200][..]);
+        assert!(matches!(
+            decode_frame(&mut buf, 1024),
+            Err(FrameError::Decode(_))
+        ));
+        let big = Frame::Error {
+            reason: "x".repeat(2000),
+        };
+        assert!(matches!(
+            encode_frame(&big, 1024),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+}

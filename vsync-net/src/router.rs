@@ -1,0 +1,205 @@
+//! The address book and routing of the engine's transmits to writer tasks.
+//!
+//! The engine names peers by pid only. The router maps each node to the
+//! newest incarnation it heard of and that incarnation's listen address,
+//! learned from Hellos and from peers' address books, and gossips the book
+//! to the current view's members (when it learns a new entry, and
+//! periodically) so that, for example, a coordinator learns the address of a
+//! joiner that only a seed saw.
+
+use crate::frame::{Frame, encode_frame, encode_msg_body};
+use crate::transport::{Out, Shared, Writer, spawn_writer};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::watch;
+use vsync_core::{Message, NodeId, Pid, Target};
+
+/// The routing state, owned by the engine task.
+#[derive(Debug)]
+pub(crate) struct Router {
+    shared: Arc<Shared>,
+    seeds: Vec<SocketAddr>,
+    book: HashMap<NodeId, (Pid, SocketAddr)>,
+    writers: HashMap<SocketAddr, Writer>,
+    book_tx: watch::Sender<Vec<(Pid, SocketAddr)>>,
+    /// Frames dropped because a peer's queue was full.
+    pub(crate) dropped: u64,
+    /// Messages dropped because the destination's address is unknown.
+    pub(crate) unroutable: u64,
+    /// Messages dropped because they do not fit in a frame.
+    pub(crate) oversized: u64,
+}
+
+impl Router {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        seeds: Vec<SocketAddr>,
+        book_tx: watch::Sender<Vec<(Pid, SocketAddr)>>,
+    ) -> Self {
+        Router {
+            shared,
+            seeds,
+            book: HashMap::new(),
+            writers: HashMap::new(),
+            book_tx,
+            dropped: 0,
+            unroutable: 0,
+            oversized: 0,
+        }
+    }
+
+    /// Records that `pid` listens at `addr`. True if that is news.
+    pub(crate) fn learn(&mut self, pid: Pid, addr: SocketAddr) -> bool {
+        if pid.node == self.shared.pid.node {
+            return false;
+        }
+        match self.book.get(&pid.node) {
+            Some(&(p, a)) if p.inc > pid.inc || (p == pid && a == addr) => return false,
+            _ => {}
+        }
+        tracing::debug!(%pid, %addr, "learned address");
+        self.book.insert(pid.node, (pid, addr));
+        let mut entries: Vec<_> = self.book.values().copied().collect();
+        entries.sort();
+        self.book_tx.send_replace(entries);
+        true
+    }
+
+    /// Where to reach `pid`: its address, or the address of an older
+    /// incarnation of its node (it may have restarted on the same port: the
+    /// frame's destination pid makes that safe). None if only a newer
+    /// incarnation is known.
+    pub(crate) fn addr_of(&self, pid: Pid) -> Option<SocketAddr> {
+        match self.book.get(&pid.node) {
+            Some(&(p, a)) if p.inc <= pid.inc => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The processes known to listen at `addr`.
+    pub(crate) fn pids_at(&self, addr: SocketAddr) -> Vec<Pid> {
+        self.book
+            .values()
+            .filter(|(_, a)| *a == addr)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Sends `msg` to `to`, encoding it once.
+    pub(crate) fn send(&mut self, to: Target, msg: &Message) {
+        let body = match encode_msg_body(msg) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, kind = msg.kind(), "cannot encode a message");
+                return;
+            }
+        };
+        // The frame adds a version byte, a tag and the destination pid.
+        if body.len() + 32 > self.shared.max_frame {
+            self.oversized += 1;
+            tracing::error!(
+                kind = msg.kind(),
+                bytes = body.len(),
+                max_frame = self.shared.max_frame,
+                "message larger than the maximum frame: dropped"
+            );
+            return;
+        }
+        match to {
+            Target::One(p) => self.send_to(p, body, msg),
+            Target::Many(ps) => {
+                for p in ps {
+                    self.send_to(p, body.clone(), msg);
+                }
+            }
+            Target::Seeds => {
+                // The configured seeds, and every address known: a process
+                // that founded the group has no seeds, and a blocked
+                // minority's seeds may be on its own side.
+                let mut addrs: BTreeSet<SocketAddr> = self.seeds.iter().copied().collect();
+                addrs.extend(self.book.values().map(|(_, a)| *a));
+                for a in addrs {
+                    self.push(
+                        a,
+                        Out::Msg {
+                            to: None,
+                            body: body.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn send_to(&mut self, p: Pid, body: bytes::Bytes, msg: &Message) {
+        if p == self.shared.pid {
+            return;
+        }
+        match self.addr_of(p) {
+            Some(a) => self.push(a, Out::Msg { to: Some(p), body }),
+            None => {
+                self.unroutable += 1;
+                tracing::trace!(to = %p, kind = msg.kind(), "no address yet: dropped");
+            }
+        }
+    }
+
+    fn push(&mut self, addr: SocketAddr, out: Out) {
+        if addr == self.shared.listen {
+            return;
+        }
+        let shared = &self.shared;
+        let w = self
+            .writers
+            .entry(addr)
+            .or_insert_with(|| spawn_writer(shared.clone(), addr));
+        match w.tx.try_send(out) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped += 1;
+                if self.dropped.is_power_of_two() {
+                    tracing::debug!(%addr, dropped = self.dropped, "peer queue full: dropping");
+                }
+            }
+            Err(TrySendError::Closed(out)) => {
+                // The writer exited (idle): start another.
+                let w = spawn_writer(self.shared.clone(), addr);
+                let _ = w.tx.try_send(out);
+                self.writers.insert(addr, w);
+            }
+        }
+    }
+
+    /// Sends the address book (with our own entry) to `to`.
+    pub(crate) fn gossip(&mut self, to: &[Pid]) {
+        let mut entries: Vec<(Pid, SocketAddr)> = self.book.values().copied().collect();
+        entries.push((self.shared.pid, self.shared.listen));
+        let frame = match encode_frame(&Frame::AddressBook { entries }, self.shared.max_frame) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the address book");
+                return;
+            }
+        };
+        let addrs: BTreeSet<SocketAddr> = to
+            .iter()
+            .filter(|p| **p != self.shared.pid)
+            .filter_map(|p| self.addr_of(*p))
+            .collect();
+        for a in addrs {
+            self.push(a, Out::Frame(frame.clone()));
+        }
+    }
+
+    /// Stops every writer: gracefully (each sends what it has queued, then
+    /// closes) or at once.
+    pub(crate) fn shutdown(&mut self, graceful: bool) {
+        for (_, w) in self.writers.drain() {
+            if !graceful {
+                w.task.abort();
+            }
+        }
+    }
+}

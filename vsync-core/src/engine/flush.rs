@@ -230,6 +230,10 @@ impl Engine {
                 return;
             }
             self.part.max_round = self.part.max_round.max(ballot.round);
+            // Evidently reachable, even if its ballot is too low: a stale
+            // suspicion of a more senior member would make this process
+            // compete with it for ever.
+            self.suspects.remove(&from);
             if self.part.promised.is_some_and(|p| ballot < p) {
                 let promised = self.part.promised.unwrap_or(ballot);
                 self.send(from, Message::FlushReject { old, promised });

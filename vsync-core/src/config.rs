@@ -29,6 +29,16 @@ pub struct Config {
     pub window: u64,
     /// At most this many payloads in one data message.
     pub max_batch: usize,
+    /// The largest payload [`crate::Engine::multicast`] accepts, in bytes.
+    pub max_payload: usize,
+    /// At most this many bytes of a sender's own multicasts may be unstable
+    /// (an upper bound; see [`Config::byte_window`]).
+    pub window_bytes: u64,
+    /// The largest protocol message the transport carries, in bytes. The
+    /// flush sends a member's unstable payloads of every sender in one
+    /// message, so the byte window shrinks with the group to keep flush
+    /// messages (about `members x window`) well under this size.
+    pub max_message_bytes: u64,
     /// What a group does when it splits.
     pub policy: Policy,
 }
@@ -45,12 +55,27 @@ impl Default for Config {
             resend_interval: 50_000,
             window: 4096,
             max_batch: 256,
+            max_payload: 1 << 20,
+            window_bytes: 4 << 20,
+            max_message_bytes: 16 << 20,
             policy: Policy::PrimaryComponent,
         }
     }
 }
 
 impl Config {
+    /// The byte window of each sender in a view of `members` members: at
+    /// most [`Config::window_bytes`], at most half of
+    /// [`Config::max_message_bytes`] spread over the members (so that a
+    /// flush report of every sender's unstable payloads fits in one
+    /// message), and at least one payload of the largest size.
+    pub fn byte_window(&self, members: usize) -> u64 {
+        let per_member = self.max_message_bytes / (2 * members.max(1) as u64);
+        per_member
+            .min(self.window_bytes)
+            .max(self.max_payload as u64)
+    }
+
     /// A configuration scaled to a suspicion timeout: heartbeats at a fifth
     /// of it, ticks at a twentieth (at least 1 ms), resends at a tenth.
     pub fn with_suspect_timeout(suspect_timeout: u64) -> Self {

@@ -163,14 +163,11 @@ fn partition_minority_blocks_then_rejoins() {
     assert!(count(&h, |e| matches!(e, Event::Blocked { .. })) >= 2);
 }
 
-/// Reproduces an engine limitation (see the vsync-net report): after a
-/// crash under load with large payloads, a member's `FlushState` carries
-/// every unstable payload (up to the window per sender) in one message,
-/// which can exceed the 16 MiB frame limit; it is dropped every time it is
-/// sent, and the survivors block. Run with `--ignored` once the engine
-/// bounds or splits flush messages.
+/// A crash under a load of 8 KiB multicasts from every member: the flush
+/// messages carry every unstable payload, and the engine's byte window keeps
+/// them under the 16 MiB frame limit (before it did, they were dropped and
+/// the survivors blocked).
 #[test]
-#[ignore = "engine: flush messages are unbounded in size (FlushState > max_frame)"]
 fn crash_under_load_with_large_payloads() {
     let _serial = serial();
     let mut c = Cluster::start(3, SUSPECT_MS);

@@ -142,6 +142,14 @@ pub enum EngineError {
     /// The process has not founded or joined a group.
     #[error("this process is not in a group: call found() or join() first")]
     NotStarted,
+    /// The payload is larger than [`Config::max_payload`].
+    #[error("payload of {len} bytes is larger than the limit of {max} bytes (Config::max_payload)")]
+    PayloadTooLarge {
+        /// The payload's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,6 +369,12 @@ impl Engine {
         if self.leave_requested {
             return Err(EngineError::Left);
         }
+        if payload.len() > self.config.max_payload {
+            return Err(EngineError::PayloadTooLarge {
+                len: payload.len(),
+                max: self.config.max_payload,
+            });
+        }
         self.queue.push_back(payload);
         self.dirty = true;
         Ok(())
@@ -534,12 +548,31 @@ impl Engine {
         // 1. Own multicasts, in batches, within the window.
         let mut batches = Vec::new();
         let mut sent_ids = Vec::new();
-        while !self.queue.is_empty() && vs.unstable_own() < self.config.window {
+        let byte_window = self.config.byte_window(vs.view.members.len());
+        while !self.queue.is_empty()
+            && vs.unstable_own() < self.config.window
+            && vs.unstable_own_bytes() < byte_window
+        {
             let room = (self.config.window - vs.unstable_own()) as usize;
-            let n = self.queue.len().min(self.config.max_batch).min(room.max(1));
+            let mut byte_room = byte_window - vs.unstable_own_bytes();
+            let mut n = 0;
+            // Within the count and the byte window, but at least one.
+            for p in self
+                .queue
+                .iter()
+                .take(self.config.max_batch.min(room.max(1)))
+            {
+                let len = p.len() as u64;
+                if n > 0 && len > byte_room {
+                    break;
+                }
+                byte_room = byte_room.saturating_sub(len);
+                n += 1;
+            }
             let first_seq = vs.sent + 1;
             let payloads: Vec<Bytes> = self.queue.drain(..n).collect();
             for (i, p) in payloads.iter().enumerate() {
+                vs.note_own_sent(first_seq + i as u64, p.len() as u64);
                 vs.logs[me].insert(first_seq + i as u64, p.clone());
                 sent_ids.push(MsgId {
                     view,
@@ -779,11 +812,20 @@ impl Engine {
             let hi = hi
                 .min(vs.sent)
                 .min(lo.saturating_add(4 * self.config.max_batch as u64));
+            let byte_window = self.config.byte_window(vs.view.members.len());
             let mut batch: Vec<Bytes> = Vec::new();
+            let mut batch_bytes = 0u64;
             let mut first = lo;
             for seq in lo..=hi {
                 match log.get(seq) {
-                    Some(p) if batch.len() < self.config.max_batch => batch.push(p.clone()),
+                    Some(p)
+                        if batch.is_empty()
+                            || (batch.len() < self.config.max_batch
+                                && batch_bytes + p.len() as u64 <= byte_window) =>
+                    {
+                        batch_bytes += p.len() as u64;
+                        batch.push(p.clone());
+                    }
                     Some(p) => {
                         msgs.push(Message::Data {
                             view,
@@ -791,6 +833,7 @@ impl Engine {
                             payloads: batch,
                         });
                         batch = vec![p.clone()];
+                        batch_bytes = p.len() as u64;
                         first = seq;
                     }
                     None => {
@@ -801,6 +844,7 @@ impl Engine {
                                 payloads: batch,
                             });
                             batch = Vec::new();
+                            batch_bytes = 0;
                         }
                         first = seq.saturating_add(1);
                     }

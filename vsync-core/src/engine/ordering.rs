@@ -48,6 +48,10 @@ pub(crate) struct ViewState {
     /// Once a flush has started: no more deliveries or acknowledgement
     /// progress in this view; only the flush's tail is delivered.
     pub frozen: bool,
+    /// Sizes of own transmitted multicasts not yet known to be held by
+    /// every member, `(seq, bytes)`, and their sum (the byte window).
+    pub own_unstable: VecDeque<(u64, u64)>,
+    pub own_unstable_bytes: u64,
 }
 
 /// What a member last acknowledged.
@@ -73,6 +77,8 @@ impl ViewState {
             early_order: BTreeMap::new(),
             ordered_seq: vec![0; n],
             order_announced: 0,
+            own_unstable: VecDeque::new(),
+            own_unstable_bytes: 0,
             have: 0,
             delivered: 0,
             delivered_seq: vec![0; n],

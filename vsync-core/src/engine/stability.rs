@@ -60,6 +60,26 @@ impl ViewState {
         self.transmitted.saturating_sub(self.held_by_all(self.me))
     }
 
+    /// Records an own multicast of `bytes` bytes as transmitted.
+    pub fn note_own_sent(&mut self, seq: u64, bytes: u64) {
+        self.own_unstable.push_back((seq, bytes));
+        self.own_unstable_bytes += bytes;
+    }
+
+    /// Bytes of own multicasts not yet held by every member (the byte
+    /// window); forgets those that are.
+    pub fn unstable_own_bytes(&mut self) -> u64 {
+        let held = self.held_by_all(self.me);
+        while let Some(&(seq, bytes)) = self.own_unstable.front() {
+            if seq > held {
+                break;
+            }
+            self.own_unstable.pop_front();
+            self.own_unstable_bytes -= bytes;
+        }
+        self.own_unstable_bytes
+    }
+
     /// Delivers every stable position not yet delivered, calling `deliver`
     /// for each in order. Stops at a position whose payload is missing
     /// (which cannot happen once `have` covers it).

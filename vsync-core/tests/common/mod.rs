@@ -11,6 +11,10 @@ pub struct Net {
     pub inbox: VecDeque<(u64, Pid, Pid, Message)>,
     pub events: Vec<Vec<AppEvent>>,
     pub now: u64,
+    /// Crashed engines: they neither receive nor act.
+    pub dead: Vec<bool>,
+    /// The largest message sent so far, postcard-encoded, in bytes.
+    pub max_msg_bytes: usize,
 }
 
 impl Net {
@@ -20,11 +24,17 @@ impl Net {
             inbox: VecDeque::new(),
             events: Vec::new(),
             now: 0,
+            dead: Vec::new(),
+            max_msg_bytes: 0,
         }
     }
 
     pub fn add(&mut self, node: u64, found: bool) -> usize {
-        let mut e = Engine::new(Pid::new(node, 1), Config::with_suspect_timeout(100_000));
+        self.add_with(node, found, Config::with_suspect_timeout(100_000))
+    }
+
+    pub fn add_with(&mut self, node: u64, found: bool, config: Config) -> usize {
+        let mut e = Engine::new(Pid::new(node, 1), config);
         if found {
             e.found(self.now)
         } else {
@@ -32,6 +42,7 @@ impl Net {
         }
         self.engines.push(e);
         self.events.push(Vec::new());
+        self.dead.push(false);
         self.drain();
         self.engines.len() - 1
     }
@@ -40,8 +51,13 @@ impl Net {
         for i in 0..self.engines.len() {
             let from = self.engines[i].pid();
             while let Some(o) = self.engines[i].poll_output() {
+                if self.dead[i] {
+                    continue;
+                }
                 match o {
                     Output::Transmit { to, msg } => {
+                        let size = postcard::to_allocvec(&msg).map_or(0, |v| v.len());
+                        self.max_msg_bytes = self.max_msg_bytes.max(size);
                         let to: Vec<Pid> = match to {
                             Target::One(p) => vec![p],
                             Target::Many(v) => v,
@@ -71,11 +87,16 @@ impl Net {
                 let Some((_, from, to, msg)) = self.inbox.pop_front() else {
                     break;
                 };
-                if let Some(e) = self.engines.iter_mut().find(|e| e.pid() == to) {
-                    e.handle_message(self.now, from, msg);
+                if let Some(i) = self.engines.iter().position(|e| e.pid() == to)
+                    && !self.dead[i]
+                {
+                    self.engines[i].handle_message(self.now, from, msg);
                 }
             }
-            for e in &mut self.engines {
+            for (i, e) in self.engines.iter_mut().enumerate() {
+                if self.dead[i] {
+                    continue;
+                }
                 if e.poll_timeout().is_some_and(|t| t <= self.now) {
                     e.handle_timeout(self.now);
                 }

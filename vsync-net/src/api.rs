@@ -165,6 +165,15 @@ pub enum NetError {
     /// The runtime stopped (shut down, or the handle was dropped).
     #[error("the group runtime has stopped")]
     Closed,
+    /// The payload is larger than the engine's `max_payload`
+    /// ([`vsync_core::Config::max_payload`], in [`Config::engine`]).
+    #[error("payload of {len} bytes is larger than the limit of {max} bytes")]
+    PayloadTooLarge {
+        /// The payload's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A clean leave did not complete in time.
     #[error("leaving did not complete within {0:?}")]
     LeaveTimeout(Duration),
@@ -197,6 +206,7 @@ pub struct GroupSender {
     pub(crate) state: Arc<State>,
     pub(crate) backlog: Arc<Backlog>,
     pub(crate) leave_timeout: Duration,
+    pub(crate) max_payload: usize,
 }
 
 impl GroupSender {
@@ -221,6 +231,12 @@ impl GroupSender {
     /// Multicasts without waiting for the application's backlog.
     async fn enqueue(&self, payload: Bytes) -> Result<(), NetError> {
         self.state.check()?;
+        if payload.len() > self.max_payload {
+            return Err(NetError::PayloadTooLarge {
+                len: payload.len(),
+                max: self.max_payload,
+            });
+        }
         match self.permits.acquire().await {
             Ok(p) => p.forget(),
             Err(_) => return Err(self.state.error()),

@@ -271,6 +271,7 @@ pub(crate) async fn start(config: Config, mode: Mode) -> Result<GroupHandle, Net
             state,
             backlog: backlog.clone(),
             leave_timeout: config.leave_timeout,
+            max_payload: config.engine.max_payload,
         },
         backlog,
         events: ev_rx,

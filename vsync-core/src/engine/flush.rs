@@ -38,7 +38,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// This process's part in the current flush as a member.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Participant {
     /// Highest ballot promised for the current view.
     pub promised: Option<Ballot>,
@@ -53,7 +53,7 @@ pub(crate) struct Participant {
 }
 
 /// A flush this process runs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Proposer {
     ballot: Ballot,
     started: u64,
@@ -61,7 +61,7 @@ pub(crate) struct Proposer {
     stage: Stage,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Stage {
     Collect {
         expected: BTreeSet<Pid>,
@@ -81,7 +81,7 @@ enum Stage {
 
 /// A committed change, with the tail payloads, so that a member of the new
 /// view that missed the commit can still install it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct LastChange {
     old: ViewId,
     proposal: Proposal,
@@ -89,7 +89,7 @@ pub(crate) struct LastChange {
 }
 
 /// After a commit: resend `Commit`/`Welcome` until installed.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Followup {
     old: ViewId,
     view: View,

@@ -12,7 +12,7 @@ pub(crate) const MAX_AHEAD: u64 = 1 << 20;
 /// Sequence numbers up to `base` were discarded (delivered here and held by
 /// every member); `contiguous` is the highest sequence number received
 /// without a gap.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct SenderLog {
     base: u64,
     msgs: VecDeque<Option<Bytes>>,

@@ -175,7 +175,7 @@ pub struct Mutations {
 }
 
 /// The protocol state machine of one process. See the module docs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Engine {
     pid: Pid,
     config: Config,

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
 /// A member's state for the current view: logs, order, acks, deliveries.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct ViewState {
     pub view: View,
     /// This process's rank.

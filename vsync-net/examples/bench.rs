@@ -1,129 +1,818 @@
-//! Throughput and latency of safe, totally ordered multicast over TCP on
-//! loopback: `members` processes of one group in this process (one tokio
-//! runtime), every member multicasting as fast as backpressure allows.
+//! The vsync-net benchmark: every member of the group is a separate OS
+//! process on loopback (this binary re-executed with a hidden `--member`
+//! flag), and this process orchestrates them.
 //!
 //! ```text
-//! cargo run --release -p vsync-net --example bench -- [--members 3] [--payload 64] [--seconds 5] [--rate R]
+//! cargo run --release -p vsync-net --example bench -- \
+//!     [--test tput|latency|kill|stop] [--members 3] [--size 64] \
+//!     [--senders all|one] [--secs 5] [--runs 1] [--suspect-ms MS] [--json]
+//! cargo run --release -p vsync-net --example bench -- --all [--secs 3] [--json]
 //! ```
 //!
-//! `--rate R` paces each member to R multicasts per second (default: as fast
-//! as backpressure allows, which measures throughput; the latency is then
-//! mostly queueing).
+//! Tests:
+//! - `tput`: the senders (all members, or only the last to join, which is
+//!   not the coordinator) multicast as fast as backpressure allows for
+//!   `--secs`. Each member counts its deliveries (totally ordered, safe)
+//!   in that window: msgs/s and MB/s per member.
+//! - `latency`: idle latency, one message in flight: the last member sends,
+//!   waits for its own delivery, sends the next.
+//! - `kill`: failover after `kill -9` of the coordinator (node 1): from the
+//!   kill to the new view installed at every survivor (wall clock,
+//!   `CLOCK_REALTIME`, which is shared by the processes of one host).
+//! - `stop`: the same after `SIGSTOP` (a silent failure: the connections stay
+//!   open, only the heartbeat timeout detects it).
 //!
-//! Latency is from `multicast` to the sender's own delivery, which happens
-//! only once every member holds the message (safe delivery).
+//! Latency is *own-message delivery latency*, measured at the sender for its
+//! own messages: from the `multicast` call to the delivery of the message
+//! to the sender itself, which under safe delivery happens only once every
+//! member holds it. It is measured with the sender's monotonic clock (the
+//! send instant travels in the payload's first 8 bytes). Under full load it
+//! is mostly queueing in the sender's window.
+//!
+//! Summary figures of a run: msgs/s and MB/s = the mean over the members;
+//! latency percentiles = the worst sender's. With `--runs N` the medians of
+//! the N runs are reported. `--all` runs the matrix: sizes 64 B, 1 KiB and
+//! 64 KiB, one sender and all senders, 3, 5 and 7 members, then the idle
+//! latency and both failovers (default and `--suspect-ms 100`).
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use std::time::{Duration, Instant};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
 use vsync_net::{Config, Event, Group, GroupHandle};
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Test {
+    /// Throughput (and latency under load).
+    Tput,
+    /// Idle latency: one message in flight.
+    Latency,
+    /// Failover after kill -9 of the coordinator.
+    Kill,
+    /// Failover after SIGSTOP of the coordinator.
+    Stop,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let members = arg("--members", 3).max(1);
-    let payload = arg("--payload", 64).max(8) as usize;
-    let seconds = arg("--seconds", 5);
-    let rate = arg("--rate", 0);
-    let config = |node: u64| {
-        let mut c = Config::new(node, "127.0.0.1:0".parse().expect("address"), "bench");
-        c.incarnation = Some(1);
-        c.engine = vsync_core::Config::with_suspect_timeout(2_000_000);
-        c
-    };
-    let mut handles: Vec<GroupHandle> = vec![Group::found(config(1)).await?];
-    let seed = handles[0].local_addr();
-    for node in 2..=members {
-        let mut c = config(node);
-        c.seeds = vec![seed];
-        handles.push(Group::join(c).await?);
-    }
-    // Wait until everyone is in one view of all members.
-    for h in &mut handles {
-        loop {
-            match h.next_event().await {
-                Some(Event::View { view, .. }) if view.members.len() == members as usize => break,
-                Some(_) => {}
-                None => return Err("event stream ended".into()),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Senders {
+    /// Every member sends.
+    All,
+    /// Only the last member to join sends.
+    One,
+}
+
+const USAGE: &str = "usage: bench [--test tput|latency|kill|stop] [--members N] [--size BYTES] \
+[--senders all|one] [--secs S] [--runs N] [--suspect-ms MS] [--threads N] [--json] [--all]";
+
+/// Command line.
+#[derive(Debug, Clone)]
+struct Args {
+    /// What to measure.
+    test: Test,
+    /// Members of the group.
+    members: u64,
+    /// Payload size in bytes (at least 8).
+    size: usize,
+    /// Who sends (tput).
+    senders: Senders,
+    /// Measured seconds per run (tput, latency).
+    secs: f64,
+    /// Runs per configuration; the medians are reported.
+    runs: usize,
+    /// The engine's suspicion timeout in ms (default: the engine's default).
+    suspect_ms: Option<u64>,
+    /// Tokio worker threads per member process (0: a current-thread
+    /// runtime).
+    threads: usize,
+    /// Machine-readable output: one JSON object per configuration.
+    json: bool,
+    /// Run the whole matrix.
+    all: bool,
+    /// Internal: run as a member process.
+    member: bool,
+    /// Internal: the member's node id.
+    node: u64,
+    /// Internal: the address of a member to join through.
+    seed: Option<std::net::SocketAddr>,
+}
+
+impl Args {
+    fn parse() -> Result<Args, String> {
+        let mut a = Args {
+            test: Test::Tput,
+            members: 3,
+            size: 64,
+            senders: Senders::All,
+            secs: 5.0,
+            runs: 1,
+            suspect_ms: None,
+            threads: 0,
+            json: false,
+            all: false,
+            member: false,
+            node: 1,
+            seed: None,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let mut val = || it.next().ok_or(format!("{flag} needs a value"));
+            fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
+                v.parse().map_err(|_| format!("bad value for {flag}: {v}"))
+            }
+            match flag.as_str() {
+                "--test" => {
+                    a.test = match val()?.as_str() {
+                        "tput" => Test::Tput,
+                        "latency" => Test::Latency,
+                        "kill" => Test::Kill,
+                        "stop" => Test::Stop,
+                        t => return Err(format!("unknown test {t}")),
+                    }
+                }
+                "--senders" => {
+                    a.senders = match val()?.as_str() {
+                        "all" => Senders::All,
+                        "one" | "1" => Senders::One,
+                        s => return Err(format!("unknown --senders {s}")),
+                    }
+                }
+                "--members" => a.members = num(&flag, val()?)?,
+                "--size" => a.size = num(&flag, val()?)?,
+                "--secs" => a.secs = num(&flag, val()?)?,
+                "--runs" => a.runs = num(&flag, val()?)?,
+                "--suspect-ms" => a.suspect_ms = Some(num(&flag, val()?)?),
+                "--threads" => a.threads = num(&flag, val()?)?,
+                "--node" => a.node = num(&flag, val()?)?,
+                "--seed" => a.seed = Some(num(&flag, val()?)?),
+                "--json" => a.json = true,
+                "--all" => a.all = true,
+                "--member" => a.member = true,
+                "-h" | "--help" => {
+                    out(USAGE);
+                    std::process::exit(0);
+                }
+                f => return Err(format!("unknown argument {f}\n{USAGE}")),
             }
         }
+        Ok(a)
     }
-    let start = Instant::now();
-    let end = start + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for mut h in handles {
-        let sender = h.sender();
-        let me = h.pid();
+}
+
+fn main() {
+    let args = Args::parse().unwrap_or_else(|e| fail(&e));
+    if args.member {
+        let rt = if args.threads == 0 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.threads)
+                .enable_all()
+                .build()
+        };
+        let rt = match rt {
+            Ok(rt) => rt,
+            Err(e) => fail(&format!("cannot start a tokio runtime: {e}")),
+        };
+        if let Err(e) = rt.block_on(member(args)) {
+            fail(&e);
+        }
+        std::process::exit(0);
+    }
+    if args.size < 8 {
+        fail("--size must be at least 8 bytes");
+    }
+    if args.members < 2 {
+        fail("--members must be at least 2");
+    }
+    let res = if args.all {
+        run_all(&args)
+    } else {
+        run_config(&args).map(|_| ())
+    };
+    if let Err(e) = res {
+        fail(&e);
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("bench: {msg}");
+    std::process::exit(1)
+}
+
+/// Prints a line of the report (a closed stdout is not an error worth a
+/// panic: the reader went away).
+fn out(line: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+// ---------------------------------------------------------------- member
+
+/// One line of JSON to the orchestrator.
+fn emit(v: Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// A measurement in progress in a member.
+struct Run {
+    test: Test,
+    size: usize,
+    send: bool,
+    start: Instant,
+    end: Instant,
+    delivered: u64,
+    bytes: u64,
+    hist: Histogram<u64>,
+    /// Latency test: whether our message is in flight.
+    in_flight: bool,
+    reported: bool,
+}
+
+impl Run {
+    /// Counts a delivery seen at `now`. True if it is our own message of a
+    /// latency run, delivered in the window: time to send the next one.
+    fn delivered(&mut self, now: Instant, epoch: Instant, own: bool, p: &[u8]) -> bool {
+        if self.reported || now < self.start || now > self.end {
+            if own {
+                self.in_flight = false;
+            }
+            return false;
+        }
+        self.delivered += 1;
+        self.bytes += p.len() as u64;
+        if own && p.len() >= 8 {
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&p[..8]);
+            let sent = u64::from_le_bytes(t);
+            let lat = (now.duration_since(epoch).as_nanos() as u64).saturating_sub(sent);
+            let _ = self.hist.record(lat / 1000);
+            if self.test == Test::Latency {
+                self.in_flight = false;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn report(&mut self, node: u64) {
+        self.reported = true;
+        let secs = self.end.duration_since(self.start).as_secs_f64();
+        let h = &self.hist;
+        let lat = if h.is_empty() {
+            Value::Null
+        } else {
+            json!({
+                "count": h.len(),
+                "p50_us": h.value_at_quantile(0.5),
+                "p99_us": h.value_at_quantile(0.99),
+                "p999_us": h.value_at_quantile(0.999),
+                "max_us": h.max(),
+                "mean_us": h.mean(),
+            })
+        };
+        emit(json!({
+            "ev": "result",
+            "node": node,
+            "sender": self.send,
+            "delivered": self.delivered,
+            "msgs_per_s": self.delivered as f64 / secs,
+            "mb_per_s": self.bytes as f64 / secs / 1e6,
+            "latency": lat,
+        }));
+    }
+}
+
+/// A payload of `size` bytes whose first 8 carry the send instant (ns since
+/// `epoch`).
+fn payload(epoch: Instant, size: usize) -> Bytes {
+    let mut v = vec![0u8; size];
+    let t = epoch.elapsed().as_nanos() as u64;
+    v[..8].copy_from_slice(&t.to_le_bytes());
+    Bytes::from(v)
+}
+
+/// Parses `run TEST SIZE SEND SECS START_WALL_NS` and starts the sender
+/// task of a throughput run.
+fn start_run(h: &GroupHandle, cmd: &str, epoch: Instant) -> Result<Run, String> {
+    let w: Vec<&str> = cmd.split_whitespace().collect();
+    let ["run", test, size, send, secs, start_wall] = w.as_slice() else {
+        return Err(format!("unknown command {cmd}"));
+    };
+    let test = match *test {
+        "tput" => Test::Tput,
+        "latency" => Test::Latency,
+        t => return Err(format!("unknown test {t}")),
+    };
+    let bad = |e: &dyn std::fmt::Display| format!("bad command {cmd}: {e}");
+    let size: usize = size.parse().map_err(|e| bad(&e))?;
+    let send = *send == "1";
+    let secs: f64 = secs.parse().map_err(|e| bad(&e))?;
+    let start_wall: u64 = start_wall.parse().map_err(|e| bad(&e))?;
+    let start = Instant::now() + Duration::from_nanos(start_wall.saturating_sub(wall_ns()));
+    let end = start + Duration::from_secs_f64(secs);
+    if test == Test::Tput && send {
+        let s = h.sender();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; payload];
-            let mut tick = (rate > 0).then(|| {
-                let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                i
-            });
+            tokio::time::sleep_until(start.into()).await;
             while Instant::now() < end {
-                if let Some(t) = tick.as_mut() {
-                    t.tick().await;
-                }
-                let t = start.elapsed().as_nanos() as u64;
-                buf[..8].copy_from_slice(&t.to_be_bytes());
-                if sender
-                    .multicast(Bytes::copy_from_slice(&buf))
-                    .await
-                    .is_err()
-                {
+                if s.multicast(payload(epoch, size)).await.is_err() {
                     break;
                 }
             }
         });
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).expect("histogram");
-            let mut delivered = 0u64;
-            let deadline = end + Duration::from_secs(2);
-            while let Ok(Some(ev)) = tokio::time::timeout_at(deadline.into(), h.next_event()).await
-            {
-                if let Event::Deliver { msg, payload, .. } = ev {
-                    delivered += 1;
-                    if msg.sender == me {
-                        let sent = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
-                        let now = start.elapsed().as_nanos() as u64;
-                        let _ = hist.record(now.saturating_sub(sent) / 1000);
+    }
+    Ok(Run {
+        test,
+        size,
+        send,
+        start,
+        end,
+        delivered: 0,
+        bytes: 0,
+        hist: Histogram::new(3).map_err(|e| e.to_string())?,
+        in_flight: false,
+        reported: false,
+    })
+}
+
+async fn member(args: Args) -> Result<(), String> {
+    let listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
+    let mut cfg = Config::new(args.node, listen, "bench");
+    if let Some(ms) = args.suspect_ms {
+        cfg.engine = vsync_core::Config::with_suspect_timeout(ms * 1000);
+    }
+    let mut h: GroupHandle = match args.seed {
+        None => Group::found(cfg).await,
+        Some(seed) => {
+            cfg.seeds = vec![seed];
+            Group::join(cfg).await
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    emit(json!({"ev": "listen", "addr": h.local_addr().to_string()}));
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if cmd_tx.send(l).is_err() {
+                break;
+            }
+        }
+        // End of input: the orchestrator is gone.
+        std::process::exit(0);
+    });
+    let epoch = Instant::now();
+    let me = h.pid();
+    let mut run: Option<Run> = None;
+    // One timer, reset only when the run's next deadline changes: the
+    // start of a latency run, then its end.
+    let timer = tokio::time::sleep(Duration::from_secs(86_400));
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            ev = h.next_event() => {
+                // This event, and every one already waiting, at one clock
+                // reading.
+                let mut next = ev;
+                let mut batch = h.pending_events();
+                let now = Instant::now();
+                let mut send_next = false;
+                while let Some(ev) = next.take() {
+                    match ev {
+                        Event::View { view, .. } => emit(json!({
+                            "ev": "view",
+                            "id": view.id.to_string(),
+                            "members": view.members.len(),
+                            "wall_ns": wall_ns(),
+                        })),
+                        Event::Deliver { msg, payload: p, .. } => {
+                            if let Some(r) = run.as_mut() {
+                                send_next |= r.delivered(now, epoch, msg.sender == me, &p);
+                            }
+                        }
+                        Event::Removed { .. } | Event::Left { .. } => {
+                            return Err("removed from the group".into());
+                        }
+                        _ => {}
+                    }
+                    if batch > 0 {
+                        batch -= 1;
+                        next = h.next_event().await;
+                    }
+                }
+                if send_next {
+                    if let Some(r) = run.as_mut() {
+                        if Instant::now() < r.end {
+                            h.multicast(payload(epoch, r.size)).await.map_err(|e| e.to_string())?;
+                            r.in_flight = true;
+                        }
                     }
                 }
             }
-            h.shutdown().await;
-            (delivered, hist)
-        }));
+            () = &mut timer, if run.as_ref().is_some_and(|r| !r.reported) => {
+                let Some(r) = run.as_mut() else { continue };
+                let now = Instant::now();
+                if now >= r.end {
+                    r.report(args.node);
+                } else {
+                    if r.test == Test::Latency && r.send && !r.in_flight {
+                        h.multicast(payload(epoch, r.size)).await.map_err(|e| e.to_string())?;
+                        r.in_flight = true;
+                    }
+                    timer.as_mut().reset(r.end.into());
+                }
+            }
+            cmd = cmd_rx.recv() => {
+                let Some(cmd) = cmd else { return Ok(()) };
+                if cmd.trim() == "exit" {
+                    std::process::exit(0);
+                }
+                let r = start_run(&h, &cmd, epoch)?;
+                timer.as_mut().reset(r.start.into());
+                run = Some(r);
+            }
+        }
     }
-    let mut total = 0;
-    let mut hist = Histogram::<u64>::new(3).expect("histogram");
-    for t in tasks {
-        let (d, h) = t.await?;
-        total += d;
-        hist.add(&h).expect("same bounds");
+}
+
+// ---------------------------------------------------------- orchestrator
+
+/// A member process; killed and reaped on drop.
+struct Member {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Member {
+    fn cmd(&mut self, line: &str) {
+        if let Some(s) = self.stdin.as_mut() {
+            let _ = writeln!(s, "{line}");
+            let _ = s.flush();
+        }
     }
-    let per_member = total as f64 / members as f64 / seconds as f64;
-    let pace = if rate > 0 {
-        format!("{rate}/s per sender")
+
+    fn signal(&self, sig: i32) {
+        // The child is ours and not yet reaped, so its pid is still its own.
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The members of one configuration and their event lines.
+struct Cluster {
+    members: Vec<Member>,
+    rx: std_mpsc::Receiver<(u64, Value)>,
+    tx: std_mpsc::Sender<(u64, Value)>,
+}
+
+impl Cluster {
+    fn spawn(&mut self, args: &Args, node: u64, seed: Option<&str>) -> Result<(), String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let mut c = Command::new(exe);
+        c.args([
+            "--member",
+            "--node",
+            &node.to_string(),
+            "--threads",
+            &args.threads.to_string(),
+        ]);
+        if let Some(s) = seed {
+            c.args(["--seed", s]);
+        }
+        if let Some(ms) = args.suspect_ms {
+            c.args(["--suspect-ms", &ms.to_string()]);
+        }
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start a member: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stdin = child.stdin.take();
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send((node, v)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        self.members.push(Member { child, stdin });
+        Ok(())
+    }
+
+    /// Starts `args.members` members and waits until each has installed a
+    /// view of all of them.
+    fn start(args: &Args) -> Result<Cluster, String> {
+        let (tx, rx) = std_mpsc::channel();
+        let mut c = Cluster {
+            members: Vec::new(),
+            rx,
+            tx,
+        };
+        c.spawn(args, 1, None)?;
+        let (_, v) = c.wait(Duration::from_secs(10), |_, v| v["ev"] == "listen")?;
+        let seed = v["addr"].as_str().ok_or("bad listen line")?.to_string();
+        for node in 2..=args.members {
+            c.spawn(args, node, Some(&seed))?;
+        }
+        let mut full = std::collections::BTreeSet::new();
+        let n = args.members;
+        while full.len() < n as usize {
+            let (node, _) = c.wait(Duration::from_secs(30), |_, v| {
+                v["ev"] == "view" && v["members"].as_u64() == Some(n)
+            })?;
+            full.insert(node);
+        }
+        Ok(c)
+    }
+
+    /// The next line that satisfies `pred` (other lines are dropped).
+    fn wait(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(u64, &Value) -> bool,
+    ) -> Result<(u64, Value), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((node, v)) if pred(node, &v) => return Ok((node, v)),
+                Ok(_) => {}
+                Err(_) => return Err(format!("no answer from the members within {timeout:?}")),
+            }
+        }
+    }
+
+    fn member(&mut self, node: u64) -> &mut Member {
+        &mut self.members[(node - 1) as usize]
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
     } else {
-        "unpaced".to_string()
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One tput or latency run: per-member results and the run's summary.
+fn measure(args: &Args) -> Result<Value, String> {
+    let mut c = Cluster::start(args)?;
+    let n = args.members;
+    let sender = |node: u64| match (args.test, args.senders) {
+        (Test::Tput, Senders::All) => true,
+        _ => node == n,
     };
-    println!(
-        "{members} members, {payload}-byte payloads, {pace}, {seconds} s: {per_member:.0} deliveries/s per member \
-         ({:.1} MB/s), latency to own safe delivery: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
-        per_member * payload as f64 / 1e6,
-        hist.value_at_quantile(0.5),
-        hist.value_at_quantile(0.99),
-        hist.value_at_quantile(0.999),
-        hist.max()
-    );
+    let test = if args.test == Test::Latency {
+        "latency"
+    } else {
+        "tput"
+    };
+    let start = wall_ns() + 300_000_000;
+    for node in 1..=n {
+        let s = u8::from(sender(node));
+        let line = format!("run {test} {} {s} {} {start}", args.size, args.secs);
+        c.member(node).cmd(&line);
+    }
+    let mut results = Vec::new();
+    let limit = Duration::from_secs_f64(args.secs + 30.0);
+    while results.len() < n as usize {
+        let (_, v) = c.wait(limit, |_, v| v["ev"] == "result")?;
+        results.push(v);
+    }
+    for node in 1..=n {
+        c.member(node).cmd("exit");
+    }
+    results.sort_by_key(|v| v["node"].as_u64());
+    let mean = |k: &str| results.iter().filter_map(|r| r[k].as_f64()).sum::<f64>() / n as f64;
+    let worst = |k: &str| {
+        results
+            .iter()
+            .filter_map(|r| r["latency"][k].as_f64())
+            .fold(f64::NAN, f64::max)
+    };
+    Ok(json!({
+        "msgs_per_s": mean("msgs_per_s"),
+        "mb_per_s": mean("mb_per_s"),
+        "p50_us": worst("p50_us"),
+        "p99_us": worst("p99_us"),
+        "p999_us": worst("p999_us"),
+        "mean_us": worst("mean_us"),
+        "members": results,
+    }))
+}
+
+/// One failover run: kill -9 or SIGSTOP node 1, the time until every
+/// survivor installed a view without it.
+fn failover(args: &Args) -> Result<Value, String> {
+    let mut c = Cluster::start(args)?;
+    let n = args.members;
+    // Let the heartbeats settle.
+    std::thread::sleep(Duration::from_millis(500));
+    while c.rx.try_recv().is_ok() {}
+    let t0 = wall_ns();
+    match args.test {
+        Test::Kill => c.member(1).signal(libc::SIGKILL),
+        _ => c.member(1).signal(libc::SIGSTOP),
+    }
+    let mut got = std::collections::BTreeMap::new();
+    while got.len() < (n - 1) as usize {
+        let (node, v) = c.wait(Duration::from_secs(20), |node, v| {
+            node != 1 && v["ev"] == "view" && v["members"].as_u64() == Some(n - 1)
+        })?;
+        let t = v["wall_ns"].as_u64().unwrap_or(0);
+        got.entry(node)
+            .or_insert((t.saturating_sub(t0)) as f64 / 1e6);
+    }
+    c.member(1).signal(libc::SIGKILL);
+    let worst = got.values().copied().fold(0.0, f64::max);
+    Ok(json!({
+        "failover_ms": worst,
+        "survivors_ms": got.iter().map(|(k, v)| json!({"node": k, "ms": v})).collect::<Vec<_>>(),
+    }))
+}
+
+fn describe(args: &Args) -> String {
+    let st = args
+        .suspect_ms
+        .map_or("default".to_string(), |m| format!("{m} ms"));
+    match args.test {
+        Test::Tput => format!(
+            "tput     members={} size={} senders={:?}",
+            args.members, args.size, args.senders
+        )
+        .to_lowercase(),
+        Test::Latency => format!(
+            "latency  members={} size={} 1 in flight",
+            args.members, args.size
+        ),
+        Test::Kill => format!("kill -9  members={} suspect={st}", args.members),
+        Test::Stop => format!("SIGSTOP  members={} suspect={st}", args.members),
+    }
+}
+
+/// Runs one configuration `args.runs` times; prints and returns the
+/// summary.
+fn run_config(args: &Args) -> Result<Value, String> {
+    let load = load_avg();
+    let mut runs = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        let r = match args.test {
+            Test::Tput | Test::Latency => measure(args)?,
+            Test::Kill | Test::Stop => failover(args)?,
+        };
+        runs.push(r);
+    }
+    let med = |k: &str| median(runs.iter().filter_map(|r| r[k].as_f64()).collect());
+    let summary = match args.test {
+        Test::Tput | Test::Latency => json!({
+            "msgs_per_s": med("msgs_per_s"),
+            "mb_per_s": med("mb_per_s"),
+            "p50_us": med("p50_us"),
+            "p99_us": med("p99_us"),
+            "p999_us": med("p999_us"),
+            "mean_us": med("mean_us"),
+        }),
+        Test::Kill | Test::Stop => json!({"failover_ms": med("failover_ms")}),
+    };
+    let report = json!({
+        "test": format!("{:?}", args.test).to_lowercase(),
+        "members": args.members,
+        "size": args.size,
+        "senders": format!("{:?}", args.senders).to_lowercase(),
+        "secs": args.secs,
+        "suspect_ms": args.suspect_ms,
+        "load1": load,
+        "median": summary,
+        "runs": runs,
+    });
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    if args.json {
+        out(&report.to_string());
+    } else {
+        let s = &report["median"];
+        let line = match args.test {
+            Test::Tput | Test::Latency => format!(
+                "{:<45} {:>9.0} msgs/s {:>8.1} MB/s  p50 {:>7.0} us  p99 {:>7.0} us  p99.9 {:>7.0} us  (load {load}, {} run(s))",
+                describe(args),
+                f(&s["msgs_per_s"]),
+                f(&s["mb_per_s"]),
+                f(&s["p50_us"]),
+                f(&s["p99_us"]),
+                f(&s["p999_us"]),
+                runs.len()
+            ),
+            Test::Kill | Test::Stop => format!(
+                "{:<45} failover {:>8.1} ms at the slowest survivor  (load {load}, {} run(s))",
+                describe(args),
+                f(&s["failover_ms"]),
+                runs.len()
+            ),
+        };
+        out(&line);
+        if args.runs > 1 || args.test == Test::Tput {
+            for (i, r) in runs.iter().enumerate() {
+                if let Some(ms) = r["failover_ms"].as_f64() {
+                    out(&format!("    run {}: {ms:.1} ms", i + 1));
+                } else {
+                    out(&format!(
+                        "    run {}: {:.0} msgs/s, p50 {:.0} us, p99 {:.0} us",
+                        i + 1,
+                        f(&r["msgs_per_s"]),
+                        f(&r["p50_us"]),
+                        f(&r["p99_us"])
+                    ));
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The matrix.
+fn run_all(base: &Args) -> Result<(), String> {
+    let started = Instant::now();
+    for members in [3, 5, 7] {
+        for size in [64, 1024, 65536] {
+            for senders in [Senders::One, Senders::All] {
+                let a = Args {
+                    test: Test::Tput,
+                    members,
+                    size,
+                    senders,
+                    ..base.clone()
+                };
+                run_config(&a)?;
+            }
+        }
+    }
+    for members in [3, 5, 7] {
+        run_config(&Args {
+            test: Test::Latency,
+            members,
+            size: 64,
+            ..base.clone()
+        })?;
+    }
+    for test in [Test::Kill, Test::Stop] {
+        for suspect_ms in [None, Some(100)] {
+            run_config(&Args {
+                test,
+                members: 3,
+                suspect_ms,
+                ..base.clone()
+            })?;
+        }
+    }
+    if !base.json {
+        out(&format!(
+            "matrix done in {:.0} s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
     Ok(())
 }

@@ -7,14 +7,16 @@
 //! Options: `--seeds N` (how many), `--start S` (first seed), `--seed S`
 //! (just one), `--size K` (force the group size), `--trace` (print the run),
 //! `--mutation NAME` (break the engine on purpose: flush-drops-unordered,
-//! deliver-unstable, ignore-quorum), `--threads T`, `--policy
-//! primary|partitionable`.
+//! deliver-unstable, ignore-quorum, causal-ignores-deps), `--threads T`,
+//! `--policy primary|partitionable`, `--modes fifo,causal,total,safe` (the
+//! delivery modes to draw from; otherwise drawn per seed).
 //! Exits non-zero if any seed violates a guarantee, and prints the command
 //! that replays the first failing seed.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use vsync_core::Delivery;
 use vsync_core::checker::Policy;
 use vsync_core::sim::{self, SimOptions};
 
@@ -60,12 +62,27 @@ fn parse() -> Result<Args, String> {
                 "flush-drops-unordered" => a.opts.mutations.flush_drops_unordered = true,
                 "deliver-unstable" => a.opts.mutations.deliver_unstable = true,
                 "ignore-quorum" => a.opts.mutations.ignore_quorum = true,
+                "causal-ignores-deps" => a.opts.mutations.causal_ignores_deps = true,
                 other => return Err(format!("unknown mutation {other}")),
             },
+            "--modes" => {
+                let mut modes = Vec::new();
+                for m in val()?.split(',') {
+                    modes.push(match m {
+                        "fifo" => Delivery::Fifo,
+                        "causal" => Delivery::Causal,
+                        "total" => Delivery::Total,
+                        "safe" => Delivery::Safe,
+                        other => return Err(format!("unknown delivery mode {other}")),
+                    });
+                }
+                a.opts.modes = Some(modes);
+            }
             "-h" | "--help" => {
                 return Err(
                     "usage: sim [--seeds N] [--start S] [--seed S] [--size K] [--trace] \
-                     [--mutation NAME] [--threads T] [--policy primary|partitionable]"
+                     [--mutation NAME] [--threads T] [--policy primary|partitionable] \
+                     [--modes fifo,causal,total,safe]"
                         .into(),
                 );
             }

@@ -18,6 +18,7 @@
 //! deterministic: the same histories always give the same violations, in the
 //! same order.
 
+use crate::delivery::Delivery;
 use crate::history::{Event, History};
 use crate::id::{MsgId, Pid, View, ViewId};
 use serde::{Deserialize, Serialize};
@@ -127,12 +128,20 @@ pub enum Guarantee {
     /// A process is told it was removed exactly when it was left out of a
     /// successor of its last view.
     ForcedRemoval,
-    /// Deliveries in a view follow one gap-free total order, the same at
-    /// every process (crashed ones included).
+    /// Total and safe deliveries in a view follow one total order, the same
+    /// at every process (crashed ones included), and no process skips a
+    /// position at which another delivered one.
     TotalOrder,
-    /// A message delivered by any process in a view (even one that crashed)
-    /// is delivered by every process that installs the view and a successor.
+    /// A safe message delivered by any process in a view (even one that
+    /// crashed) is delivered by every process that installs the view and a
+    /// successor.
     SafeDelivery,
+    /// A sender's FIFO and causal messages are delivered in the order sent,
+    /// without gaps, at every process.
+    FifoOrder,
+    /// A causal message is delivered only after every FIFO or causal
+    /// message its sender had delivered in the view before sending it.
+    CausalOrder,
     /// No duplicate or invented deliveries; a correct sender delivers its
     /// own messages; deliveries and sends happen in the installed view.
     Integrity,
@@ -155,6 +164,8 @@ impl Guarantee {
             Guarantee::ForcedRemoval => "forced_removal",
             Guarantee::TotalOrder => "total_order",
             Guarantee::SafeDelivery => "safe_delivery",
+            Guarantee::FifoOrder => "fifo_order",
+            Guarantee::CausalOrder => "causal_order",
             Guarantee::Integrity => "integrity",
             Guarantee::Liveness => "liveness",
             Guarantee::PrimaryComponent => "primary_component",
@@ -204,6 +215,7 @@ pub fn check_all(histories: &[History], opts: &CheckOptions) -> Vec<Violation> {
     out.extend(forced_removal(&a, opts.liveness));
     out.extend(total_order(&a));
     out.extend(safe_delivery(&a));
+    out.extend(fifo_and_causal_order(&a));
     out.extend(integrity(&a));
     if opts.liveness {
         out.extend(liveness(&a));
@@ -223,6 +235,16 @@ pub fn check_all(histories: &[History], opts: &CheckOptions) -> Vec<Violation> {
 #[must_use]
 pub fn check_view_agreement(h: &[History], policy: Policy) -> Vec<Violation> {
     view_agreement(&Analysis::new(h), policy)
+}
+
+/// FIFO and causal order: every process delivers each sender's FIFO and
+/// causal messages of a view in the order sent, without skipping one the
+/// sender sent before; and delivers a causal message only after each
+/// FIFO/causal message its sender had delivered in the view before sending
+/// it (happened-before, read from the sender's history).
+#[must_use]
+pub fn check_fifo_and_causal_order(h: &[History]) -> Vec<Violation> {
+    fifo_and_causal_order(&Analysis::new(h))
 }
 
 /// Same set: for each view, the processes that installed it and a successor
@@ -306,6 +328,7 @@ struct Deliv<'a> {
     t: u64,
     msg: &'a MsgId,
     pos: u64,
+    mode: Delivery,
     /// Index in [`Proc::installs`] of the view installed most recently
     /// before the delivery.
     cur: Option<usize>,
@@ -343,6 +366,11 @@ struct SendRec<'a> {
     t: u64,
     msg: &'a MsgId,
     current: Option<ViewId>,
+    mode: Delivery,
+    /// For a causal send: per sender, the highest seq of its FIFO or
+    /// causal messages this process had delivered in the send's view
+    /// before sending (its vector timestamp).
+    vt: Vec<(Pid, u64)>,
 }
 
 /// What one process incarnation did, digested.
@@ -383,6 +411,9 @@ impl<'a> Proc<'a> {
             blocked_at_end: None,
         };
         let mut cur: Option<usize> = None;
+        // FIFO/causal deliveries so far, per view and sender (for the
+        // vector timestamps of causal sends).
+        let mut vt: HashMap<ViewId, BTreeMap<Pid, u64>> = HashMap::default();
         // The group of the last delivery: consecutive deliveries are almost
         // always in the same view.
         let mut last_group: Option<usize> = None;
@@ -396,19 +427,38 @@ impl<'a> Proc<'a> {
                     cur = Some(i);
                     p.blocked_at_end = None;
                 }
-                Event::Send { msg } => {
+                Event::Send { msg, mode } => {
                     let current = cur.and_then(|i| p.installs.get(i)).map(|v| v.id);
+                    let vt = match mode {
+                        Delivery::Causal => vt
+                            .get(&msg.view)
+                            .map(|m| m.iter().map(|(k, q)| (*k, *q)).collect())
+                            .unwrap_or_default(),
+                        _ => Vec::new(),
+                    };
                     p.sends.push(SendRec {
                         t: r.t,
                         msg,
                         current,
+                        mode: *mode,
+                        vt,
                     });
                 }
-                Event::Deliver { msg, view, pos } => {
+                Event::Deliver {
+                    msg,
+                    view,
+                    pos,
+                    mode,
+                } => {
+                    if !mode.is_ordered() && msg.sender != pid {
+                        let e = vt.entry(*view).or_default().entry(msg.sender).or_insert(0);
+                        *e = (*e).max(msg.seq);
+                    }
                     let d = Deliv {
                         t: r.t,
                         msg,
                         pos: *pos,
+                        mode: *mode,
                         cur,
                     };
                     let gi = match last_group {
@@ -881,6 +931,10 @@ fn forced_removal(a: &Analysis<'_>, strict: bool) -> Vec<Violation> {
 struct PosEntry {
     msg: MsgId,
     pid: Pid,
+    /// A total (not safe) delivery by a process that did not live through
+    /// the view: it may have delivered its last total messages in an order
+    /// the survivors never learned.
+    excused: bool,
 }
 
 /// The total order of one view as first seen: position to message, and
@@ -915,34 +969,52 @@ impl PosTable {
     }
 }
 
+/// Whether `p` lives through view `v`: it installs a successor, or `v` is
+/// its last view and it neither crashed, nor was removed, nor left.
+fn lives_through(p: &Proc<'_>, v: ViewId) -> bool {
+    p.succ(v).is_some() || (p.live() && p.last_view().is_some_and(|l| l.id == v))
+}
+
 fn total_order(a: &Analysis<'_>) -> Vec<Violation> {
     let mut out = Out::new(Guarantee::TotalOrder);
     let mut tables: HashMap<ViewId, PosTable> = HashMap::default();
+    // Processes that live through each view first, so that the table holds
+    // their order wherever they delivered.
+    let mut order: Vec<(usize, &Proc<'_>, &Group<'_>, bool)> = Vec::new();
     for (pi, p) in a.procs.iter().enumerate() {
         for g in &p.groups {
+            order.push((pi, p, g, lives_through(p, g.view)));
+        }
+    }
+    order.sort_by_key(|(_, _, _, lives)| !*lives);
+    for &(pi, p, g, lives) in &order {
+        {
             let table = tables.entry(g.view).or_default();
-            let mut exp = 1u64;
+            let mut prev = 0u64;
             let mut gap_reported = false;
-            for d in &g.ds {
+            // Total and safe messages only: FIFO and causal ones have no
+            // position (their positions are the gaps between these).
+            for d in g.ds.iter().filter(|d| d.mode.is_ordered()) {
                 if out.full() {
                     return out.v;
                 }
-                if d.pos != exp && !gap_reported {
+                if d.pos <= prev && !gap_reported {
                     gap_reported = true;
                     out.push(
                         format!(
-                            "{} delivered {} at position {} of {} (t={}), expected position {}",
-                            p.pid, d.msg, d.pos, g.view, d.t, exp
+                            "{} delivered {} at position {} of {} (t={}), after position {}",
+                            p.pid, d.msg, d.pos, g.view, d.t, prev
                         ),
                         vec![p.pid],
                         Some(g.view),
                         Some(*d.msg),
                     );
                 }
-                exp = d.pos.saturating_add(1);
+                prev = prev.max(d.pos);
 
+                let excused = !lives && d.mode == Delivery::Total;
                 if let Some(e) = table.get(d.pos) {
-                    if e.msg != *d.msg {
+                    if e.msg != *d.msg && !e.excused && !excused {
                         out.push(
                             format!(
                                 "position {} of {}: {} delivered {} but {} delivered {}",
@@ -962,12 +1034,14 @@ fn total_order(a: &Analysis<'_>) -> Vec<Violation> {
                 let e = PosEntry {
                     msg: *d.msg,
                     pid: p.pid,
+                    excused,
                 };
                 table.insert(d.pos, e);
                 match table.pos_of.get(d.msg) {
                     None => {
                         table.pos_of.insert(*d.msg, (d.pos, pi, p.pid));
                     }
+                    Some(_) if excused => {}
                     // The same process delivering a message twice is an
                     // integrity violation; here only disagreements between
                     // processes.
@@ -984,6 +1058,41 @@ fn total_order(a: &Analysis<'_>) -> Vec<Violation> {
                     }
                     Some(_) => {}
                 }
+            }
+        }
+    }
+    // No process that lives through a view skips a position at which
+    // another delivered a total or safe message (before its own last
+    // ordered delivery).
+    for p in &a.procs {
+        for g in &p.groups {
+            if !lives_through(p, g.view) {
+                continue;
+            }
+            let Some(table) = tables.get(&g.view) else {
+                continue;
+            };
+            let mut prev = 0u64;
+            for d in g.ds.iter().filter(|d| d.mode.is_ordered()) {
+                if out.full() {
+                    return out.v;
+                }
+                let skipped = (prev.saturating_add(1)..d.pos)
+                    .take(1 << 16)
+                    .find_map(|q| table.get(q).filter(|e| !e.excused).map(|e| (q, e)));
+                if let Some((q, e)) = skipped {
+                    out.push(
+                        format!(
+                            "{} skipped position {} of {} ({} delivered {} there) before delivering {} at {}",
+                            p.pid, q, g.view, e.pid, e.msg, d.msg, d.pos
+                        ),
+                        vec![p.pid, e.pid],
+                        Some(g.view),
+                        Some(e.msg),
+                    );
+                    break;
+                }
+                prev = prev.max(d.pos);
             }
         }
     }
@@ -1013,7 +1122,12 @@ fn safe_delivery(a: &Analysis<'_>) -> Vec<Violation> {
         // Fast path (the normal case, by total order): every deliverer's
         // sequence is a prefix of the longest, so a survivor whose sequence
         // is as long as the longest has delivered everything.
-        let all_prefixes = dl.iter().all(|(_, g)| g.is_prefix_of(longest));
+        // Only safe messages must reach every survivor of the view: total,
+        // FIFO and causal ones may die with a deliverer that crashed.
+        let all_safe = dl
+            .iter()
+            .all(|(_, g)| g.ds.iter().all(|d| d.mode == Delivery::Safe));
+        let all_prefixes = all_safe && dl.iter().all(|(_, g)| g.is_prefix_of(longest));
         let mut union: Option<Vec<MsgId>> = None;
         for s in survivors {
             if out.full() {
@@ -1026,7 +1140,11 @@ fn safe_delivery(a: &Analysis<'_>) -> Vec<Violation> {
             let union = union.get_or_insert_with(|| {
                 let mut u: Vec<MsgId> = dl
                     .iter()
-                    .flat_map(|(_, g)| g.ds.iter().map(|d| *d.msg))
+                    .flat_map(|(_, g)| {
+                        g.ds.iter()
+                            .filter(|d| d.mode == Delivery::Safe)
+                            .map(|d| *d.msg)
+                    })
                     .collect();
                 u.sort_unstable();
                 u.dedup();
@@ -1154,6 +1272,87 @@ impl MsgSet {
             .and_then(|(_, bits)| bits.get(word))
             .is_some_and(|w| w & mask != 0)
     }
+}
+
+fn fifo_and_causal_order(a: &Analysis<'_>) -> Vec<Violation> {
+    let mut fifo = Out::new(Guarantee::FifoOrder);
+    let mut causal = Out::new(Guarantee::CausalOrder);
+    // Per (view, sender): its FIFO/causal sends' seqs, in order; and the
+    // vector timestamp of each causal send.
+    let mut sent: HashMap<(ViewId, Pid), Vec<u64>> = HashMap::default();
+    let mut vts: HashMap<MsgId, &[(Pid, u64)]> = HashMap::default();
+    for p in &a.procs {
+        for sr in &p.sends {
+            if !sr.mode.is_ordered() {
+                sent.entry((sr.msg.view, sr.msg.sender))
+                    .or_default()
+                    .push(sr.msg.seq);
+            }
+            if sr.mode == Delivery::Causal {
+                vts.insert(*sr.msg, &sr.vt);
+            }
+        }
+    }
+    for p in &a.procs {
+        for g in &p.groups {
+            // Index of each FIFO/causal delivery in this view.
+            let mut at: HashMap<MsgId, usize> = HashMap::default();
+            // Per sender: how many of its FIFO/causal sends were delivered.
+            let mut next: HashMap<Pid, usize> = HashMap::default();
+            for (i, d) in g.ds.iter().enumerate() {
+                if d.mode.is_ordered() {
+                    continue;
+                }
+                at.insert(*d.msg, i);
+                let k = next.entry(d.msg.sender).or_insert(0);
+                if let Some(seqs) = sent.get(&(g.view, d.msg.sender)) {
+                    match seqs.get(*k) {
+                        Some(&exp) if exp == d.msg.seq => *k += 1,
+                        exp => {
+                            let exp = exp.map_or("none".to_string(), |e| format!("seq {e}"));
+                            fifo.push(
+                                format!(
+                                    "{} delivered {} in {} (t={}) but the sender's next FIFO/causal message was {}",
+                                    p.pid, d.msg, g.view, d.t, exp
+                                ),
+                                vec![p.pid, d.msg.sender],
+                                Some(g.view),
+                                Some(*d.msg),
+                            );
+                            // Resynchronise after the reported message.
+                            *k = seqs.iter().position(|&q| q == d.msg.seq).map_or(*k, |x| x + 1);
+                        }
+                    }
+                }
+                if d.mode != Delivery::Causal {
+                    continue;
+                }
+                let Some(vt) = vts.get(d.msg) else { continue };
+                for &(sender, seq) in vt.iter() {
+                    let dep = MsgId {
+                        view: g.view,
+                        sender,
+                        seq,
+                    };
+                    if at.get(&dep).is_none_or(|&j| j >= i) {
+                        causal.push(
+                            format!(
+                                "{} delivered {} in {} (t={}) before {}, which its sender had delivered before sending it",
+                                p.pid, d.msg, g.view, d.t, dep
+                            ),
+                            vec![p.pid, d.msg.sender],
+                            Some(g.view),
+                            Some(*d.msg),
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let mut out = fifo.v;
+    out.extend(causal.v);
+    out
 }
 
 fn integrity(a: &Analysis<'_>) -> Vec<Violation> {

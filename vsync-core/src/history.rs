@@ -5,6 +5,7 @@
 //! [`read_jsonl`] reads them back, so real runs are checked by the same code
 //! as simulated ones.
 
+use crate::delivery::Delivery;
 use crate::id::{MsgId, Pid, View, ViewId};
 use serde::{Deserialize, Serialize};
 use std::io::BufRead;
@@ -27,16 +28,22 @@ pub enum Event {
     Send {
         /// The message.
         msg: MsgId,
+        /// Its delivery mode (absent in the file: safe).
+        #[serde(default, skip_serializing_if = "is_safe")]
+        mode: Delivery,
     },
     /// The process delivered `msg` in `view` at total-order position `pos`
-    /// (from 1 within the view).
+    /// (from 1 within the view; 0 for FIFO and causal messages).
     Deliver {
         /// The message delivered.
         msg: MsgId,
         /// The view it was delivered in.
         view: ViewId,
-        /// Its position in the view's total order, from 1.
+        /// Its position in the view's total order, from 1 (0: FIFO/causal).
         pos: u64,
+        /// Its delivery mode (absent in the file: safe).
+        #[serde(default, skip_serializing_if = "is_safe")]
+        mode: Delivery,
     },
     /// The process stopped delivering because it is in a minority (it cannot
     /// reach a quorum of its last view).
@@ -212,4 +219,9 @@ mod tests {
             other => panic!("expected a parse error, got {other:?}"),
         }
     }
+}
+
+/// Whether a mode is the default one (left out of the JSON).
+fn is_safe(mode: &Delivery) -> bool {
+    *mode == Delivery::Safe
 }

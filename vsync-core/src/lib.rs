@@ -5,6 +5,7 @@
 
 pub mod checker;
 pub mod config;
+pub mod delivery;
 pub mod engine;
 pub mod history;
 pub mod id;
@@ -12,6 +13,7 @@ pub mod message;
 pub mod sim;
 
 pub use config::Config;
+pub use delivery::Delivery;
 pub use engine::{AppEvent, Engine, EngineError, Output, Target};
 pub use id::{MsgId, NodeId, Pid, View, ViewId};
 pub use message::Message;

@@ -35,9 +35,13 @@ pub struct FlushReport {
     pub delivered: u64,
     /// For each sender rank, how many of its messages were delivered.
     pub delivered_seq: Vec<u64>,
-    /// The total order known beyond `delivered`: slots at positions
-    /// `delivered + 1 ..`.
+    /// The total order known beyond `order_from`: slots at positions
+    /// `order_from + 1 ..`.
     pub order: Vec<Slot>,
+    /// Where `order` starts: the lower of `delivered` and the stable point
+    /// (total, FIFO and causal messages are passed before they are stable,
+    /// and the others may not know their positions yet).
+    pub order_from: u64,
     /// For each sender rank, the highest sequence number received without a
     /// gap.
     pub recv: Vec<u64>,

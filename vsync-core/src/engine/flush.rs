@@ -30,6 +30,7 @@
 //! same order. If the proposer fails, members notice by its silence, and the
 //! next most senior member starts over with a higher ballot.
 
+use crate::delivery;
 use super::{AppEvent, Engine, Phase};
 use crate::checker::Policy;
 use crate::id::{Pid, View, ViewId};
@@ -198,21 +199,27 @@ impl Engine {
                 delivered: 0,
                 delivered_seq: Vec::new(),
                 order: Vec::new(),
+                order_from: 0,
                 recv: Vec::new(),
                 payloads: Vec::new(),
                 accepted: None,
             };
         };
+        // Everything not known to be held by every member: total and FIFO
+        // or causal messages may have been delivered before they were.
         let mut payloads = Vec::new();
         for (rank, log) in vs.logs.iter().enumerate() {
-            for (seq, p) in log.held_after(vs.delivered_seq[rank]) {
+            let after = vs.delivered_seq[rank].min(vs.held_by_all(rank));
+            for (seq, p) in log.held_after(after) {
                 payloads.push((rank as u32, seq, p.clone()));
             }
         }
+        let order_from = vs.delivered.min(vs.stable()).max(vs.order_base);
         FlushReport {
             delivered: vs.delivered,
             delivered_seq: vs.delivered_seq.clone(),
-            order: vs.order_after(vs.delivered),
+            order: vs.order_after(order_from),
+            order_from,
             recv: vs.logs.iter().map(|l| l.contiguous()).collect(),
             payloads,
             accepted: self.part.accepted.clone(),
@@ -398,14 +405,20 @@ impl Engine {
         let base_seq = sorted
             .first()
             .map_or_else(|| vec![0; n], |r| r.delivered_seq.clone());
+        // Every report's order covers positions `order_from + 1 ..`; chain
+        // them from the base (all are prefixes of the one sequencer's order).
         let mut tail: Vec<Slot> = Vec::new();
-        for r in &sorted {
-            let start = r.delivered; // its order covers positions start+1..
-            if start > base + tail.len() as u64 {
-                break;
+        let mut extended = true;
+        while extended {
+            extended = false;
+            for r in &sorted {
+                let end = base + tail.len() as u64;
+                let start = r.order_from;
+                if start <= end && start + r.order.len() as u64 > end {
+                    tail.extend(r.order.iter().skip((end - start) as usize).copied());
+                    extended = true;
+                }
             }
-            let skip = (base + tail.len() as u64 - start) as usize;
-            tail.extend(r.order.iter().skip(skip).copied());
         }
         let mut avail = vec![0u64; n];
         for r in reports.values() {
@@ -775,26 +788,50 @@ impl Engine {
             .collect();
         let mut out = Vec::new();
         vs.frozen = false;
-        vs.deliver_through(proposal.base, &mut |m, p, b| out.push((m, p, b)));
+        vs.deliver_through(proposal.base, &mut |m, p, b, d| out.push((m, p, b, d)));
         vs.frozen = true;
+        // The view's final set: per sender, everything up to here.
+        let mut limit = proposal.base_seq.clone();
+        limit.resize(vs.logs.len(), 0);
         for (i, &(rank, seq)) in proposal.tail.iter().enumerate() {
+            if let Some(l) = limit.get_mut(rank as usize) {
+                *l = (*l).max(seq);
+            }
             let pos = proposal.base.saturating_add(1 + i as u64);
             if pos <= vs.delivered {
                 continue;
             }
-            let Some(payload) = vs.logs.get(rank as usize).and_then(|l| l.get(seq)).cloned() else {
+            let Some(wire) = vs.logs.get(rank as usize).and_then(|l| l.get(seq)) else {
                 self.stats.malformed += 1;
                 break;
             };
+            let (header, payload, _) = delivery::decode(wire);
             vs.delivered = pos;
+            let mut again = false;
             if let Some(d) = vs.delivered_seq.get_mut(rank as usize) {
-                *d = seq;
+                // A process the proposal leaves out, which went on
+                // delivering total messages in an order the proposer never
+                // learned, may meet some of them again here.
+                again = seq <= *d;
+                *d = (*d).max(seq);
             }
-            out.push((vs.msg_id((rank, seq)), pos, payload));
+            // FIFO and causal messages: below, in their own order.
+            if header.mode().is_ordered() && !again {
+                out.push((vs.msg_id((rank, seq)), pos, payload, header.mode()));
+            }
         }
+        let ignore = self.mutations.causal_ignores_deps;
+        vs.deliver_unordered(Some(&limit), ignore, &mut |m, b, d| {
+            out.push((m, 0, b, d))
+        });
         self.stats.delivered += out.len() as u64;
-        for (msg, pos, payload) in out {
-            self.emit(AppEvent::Deliver { msg, pos, payload });
+        for (msg, pos, payload, mode) in out {
+            self.emit(AppEvent::Deliver {
+                msg,
+                pos,
+                payload,
+                mode,
+            });
         }
         self.last_change = Some(LastChange {
             old,
@@ -1004,6 +1041,7 @@ fn plausible(vs: &super::ordering::ViewState, r: &FlushReport) -> bool {
         && r.delivered_seq.len() == n
         && r.delivered <= vs.order_len().saturating_add(MAX_AHEAD)
         && r.order.len() as u64 <= MAX_AHEAD
+        && r.order_from <= r.delivered
         && r.order.iter().all(|(rank, _)| (*rank as usize) < n)
         && (0..n).all(|i| {
             r.delivered_seq[i] <= r.recv[i]

@@ -28,9 +28,11 @@ mod log;
 mod membership;
 mod ordering;
 mod stability;
+mod unordered;
 
 use crate::checker::Policy;
 use crate::config::Config;
+use crate::delivery::{self, Delivery, Header};
 use crate::id::{MsgId, Pid, View, ViewId};
 use crate::message::{Message, Run};
 use bytes::Bytes;
@@ -75,19 +77,24 @@ pub enum AppEvent {
         /// True for this process's first view (it founded or joined).
         joined: bool,
     },
-    /// A multicast, in the view's total order (position from 1).
+    /// A multicast, delivered as its mode says (see [`Delivery`]).
     Deliver {
         /// The message's identity.
         msg: MsgId,
-        /// Its position in the view's order.
+        /// Its position in the view's total order, from 1; 0 for FIFO and
+        /// causal messages (delivered outside the total order).
         pos: u64,
         /// The payload.
         payload: Bytes,
+        /// How it was sent.
+        mode: Delivery,
     },
     /// A multicast of this process was assigned its identity and sent.
     Sent {
         /// The message's identity.
         msg: MsgId,
+        /// How it was sent.
+        mode: Delivery,
     },
     /// A view change started: new multicasts wait for the next view.
     Flushing {
@@ -172,6 +179,9 @@ pub struct Mutations {
     pub deliver_unstable: bool,
     /// A flush proposer skips the quorum check (breaks the primary component).
     pub ignore_quorum: bool,
+    /// Causal messages are delivered without waiting for their
+    /// dependencies (breaks causal order).
+    pub causal_ignores_deps: bool,
 }
 
 /// The protocol state machine of one process. See the module docs.
@@ -189,7 +199,7 @@ pub struct Engine {
     /// that missed it.
     last_change: Option<flush::LastChange>,
     /// Application multicasts not yet assigned a sequence number.
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<(Delivery, Bytes)>,
     out: VecDeque<Output>,
     dirty: bool,
     ack_due: bool,
@@ -356,9 +366,20 @@ impl Engine {
         self.next_tick = now + self.config.tick;
     }
 
-    /// Queues a multicast. It is sent in the current view, or in the next one
-    /// if a view change is under way.
+    /// Queues a safe multicast ([`Delivery::Safe`]). It is sent in the
+    /// current view, or in the next one if a view change is under way.
     pub fn multicast(&mut self, now: u64, payload: Bytes) -> Result<(), EngineError> {
+        self.multicast_with(now, payload, Delivery::Safe)
+    }
+
+    /// Queues a multicast with the given delivery mode. It is sent in the
+    /// current view, or in the next one if a view change is under way.
+    pub fn multicast_with(
+        &mut self,
+        now: u64,
+        payload: Bytes,
+        mode: Delivery,
+    ) -> Result<(), EngineError> {
         self.now = now;
         match self.phase {
             Phase::Idle => return Err(EngineError::NotStarted),
@@ -375,7 +396,7 @@ impl Engine {
                 max: self.config.max_payload,
             });
         }
-        self.queue.push_back(payload);
+        self.queue.push_back((mode, payload));
         self.dirty = true;
         Ok(())
     }
@@ -562,7 +583,7 @@ impl Engine {
                 .iter()
                 .take(self.config.max_batch.min(room.max(1)))
             {
-                let len = p.len() as u64;
+                let len = p.1.len() as u64;
                 if n > 0 && len > byte_room {
                     break;
                 }
@@ -570,15 +591,26 @@ impl Engine {
                 n += 1;
             }
             let first_seq = vs.sent + 1;
-            let payloads: Vec<Bytes> = self.queue.drain(..n).collect();
-            for (i, p) in payloads.iter().enumerate() {
-                vs.note_own_sent(first_seq + i as u64, p.len() as u64);
-                vs.logs[me].insert(first_seq + i as u64, p.clone());
-                sent_ids.push(MsgId {
-                    view,
-                    sender: self.pid,
-                    seq: first_seq + i as u64,
-                });
+            let mut payloads: Vec<Bytes> = Vec::with_capacity(n);
+            for (i, (mode, p)) in self.queue.drain(..n).enumerate() {
+                let header = match mode {
+                    Delivery::Safe => Header::Safe,
+                    Delivery::Total => Header::Total,
+                    Delivery::Fifo => Header::Fifo,
+                    Delivery::Causal => vs.causal_header(),
+                };
+                let wire = delivery::encode(&header, &p);
+                vs.note_own_sent(first_seq + i as u64, wire.len() as u64);
+                vs.logs[me].insert(first_seq + i as u64, wire.clone());
+                payloads.push(wire);
+                sent_ids.push((
+                    MsgId {
+                        view,
+                        sender: self.pid,
+                        seq: first_seq + i as u64,
+                    },
+                    mode,
+                ));
             }
             vs.sent += n as u64;
             vs.transmitted = vs.sent;
@@ -604,9 +636,9 @@ impl Engine {
             .copied()
             .filter(|p| *p != self.pid)
             .collect();
-        for id in sent_ids {
+        for (id, mode) in sent_ids {
             self.out
-                .push_back(Output::Event(AppEvent::Sent { msg: id }));
+                .push_back(Output::Event(AppEvent::Sent { msg: id, mode }));
         }
         for b in batches {
             self.send_many(others.clone(), b);
@@ -646,15 +678,23 @@ impl Engine {
         let mut out = Vec::new();
         if self.mutations.deliver_unstable && !vs.frozen {
             let upto = vs.have;
-            vs.deliver_through(upto, &mut |m, p, b| out.push((m, p, b)));
+            vs.deliver_through(upto, &mut |m, p, b, d| out.push((m, p, b, d)));
         } else {
-            vs.deliver_stable(|m, p, b| out.push((m, p, b)));
+            vs.deliver_ordered(&mut |m, p, b, d| out.push((m, p, b, d)));
+        }
+        if !vs.frozen {
+            let ignore = self.mutations.causal_ignores_deps;
+            vs.deliver_unordered(None, ignore, &mut |m, b, d| out.push((m, 0, b, d)));
         }
         vs.collect_garbage();
         self.stats.delivered += out.len() as u64;
-        for (msg, pos, payload) in out {
-            self.out
-                .push_back(Output::Event(AppEvent::Deliver { msg, pos, payload }));
+        for (msg, pos, payload, mode) in out {
+            self.out.push_back(Output::Event(AppEvent::Deliver {
+                msg,
+                pos,
+                payload,
+                mode,
+            }));
         }
     }
 

@@ -52,6 +52,18 @@ pub(crate) struct ViewState {
     /// every member, `(seq, bytes)`, and their sum (the byte window).
     pub own_unstable: VecDeque<(u64, u64)>,
     pub own_unstable_bytes: u64,
+    /// FIFO and causal delivery (see `unordered.rs`): per sender rank, every
+    /// message up to this seq is either of an ordered kind or delivered.
+    pub ucursor: Vec<u64>,
+    /// Per sender rank, the seq of its last FIFO or causal message this
+    /// member delivered: the vector timestamp of what it sends next.
+    pub udelivered: Vec<u64>,
+    /// The vector timestamp this member's last causal message carried (the
+    /// base of the next one's delta).
+    pub vt_sent: Vec<u64>,
+    /// Per sender rank, the full vector timestamp of its last causal message
+    /// delivered here (the base its next delta applies to).
+    pub vt_of: Vec<Vec<u64>>,
 }
 
 /// What a member last acknowledged.
@@ -79,6 +91,10 @@ impl ViewState {
             order_announced: 0,
             own_unstable: VecDeque::new(),
             own_unstable_bytes: 0,
+            ucursor: vec![0; n],
+            udelivered: vec![0; n],
+            vt_sent: vec![0; n],
+            vt_of: vec![vec![0; n]; n],
             have: 0,
             delivered: 0,
             delivered_seq: vec![0; n],

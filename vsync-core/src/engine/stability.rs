@@ -13,6 +13,7 @@
 //! by every member is discarded.
 
 use super::ordering::ViewState;
+use crate::delivery::{self, Delivery};
 use crate::id::MsgId;
 use bytes::Bytes;
 
@@ -80,29 +81,53 @@ impl ViewState {
         self.own_unstable_bytes
     }
 
-    /// Delivers every stable position not yet delivered, calling `deliver`
-    /// for each in order. Stops at a position whose payload is missing
-    /// (which cannot happen once `have` covers it).
-    pub fn deliver_stable(&mut self, mut deliver: impl FnMut(MsgId, u64, Bytes)) {
+    /// Delivers, in total order, every position whose message is held and
+    /// either total (delivered once ordered) or safe and stable; calls
+    /// `deliver` for each. FIFO and causal messages keep their position but
+    /// are delivered by `deliver_unordered`. A safe message that is not yet
+    /// stable holds back the total ones after it.
+    pub fn deliver_ordered(&mut self, deliver: &mut impl FnMut(MsgId, u64, Bytes, Delivery)) {
         if self.frozen {
             return;
         }
-        let upto = self.stable().min(self.have);
-        self.deliver_through(upto, &mut deliver);
+        let stable = self.stable();
+        while self.delivered < self.have {
+            let pos = self.delivered + 1;
+            let Some((rank, seq)) = self.slot(pos) else {
+                break;
+            };
+            let Some(wire) = self.logs.get(rank as usize).and_then(|l| l.get(seq)) else {
+                break;
+            };
+            if delivery::mode_of(wire) == Delivery::Safe && pos > stable {
+                break;
+            }
+            self.deliver_through(pos, deliver);
+        }
     }
 
-    /// Delivers positions up to `upto` (used by the flush for the tail too).
-    pub fn deliver_through(&mut self, upto: u64, deliver: &mut impl FnMut(MsgId, u64, Bytes)) {
+    /// Delivers positions up to `upto` regardless of stability (the flush's
+    /// tail, and positions every survivor is known to hold). FIFO and causal
+    /// messages are passed over (see `deliver_unordered`).
+    pub fn deliver_through(
+        &mut self,
+        upto: u64,
+        deliver: &mut impl FnMut(MsgId, u64, Bytes, Delivery),
+    ) {
         while self.delivered < upto {
             let pos = self.delivered + 1;
             let Some(slot) = self.slot(pos) else { break };
             let (rank, seq) = slot;
-            let Some(payload) = self.logs[rank as usize].get(seq).cloned() else {
+            let Some(wire) = self.logs[rank as usize].get(seq) else {
                 break;
             };
+            let (header, payload, _) = delivery::decode(wire);
             self.delivered = pos;
             self.delivered_seq[rank as usize] = seq;
-            deliver(self.msg_id(slot), pos, payload);
+            let mode = header.mode();
+            if mode.is_ordered() {
+                deliver(self.msg_id(slot), pos, payload, mode);
+            }
         }
     }
 
@@ -114,7 +139,10 @@ impl ViewState {
             self.order_base += 1;
         }
         for rank in 0..self.logs.len() {
-            let upto = self.held_by_all(rank).min(self.delivered_seq[rank]);
+            let upto = self
+                .held_by_all(rank)
+                .min(self.delivered_seq[rank])
+                .min(self.ucursor[rank]);
             self.logs[rank].discard_through(upto);
         }
     }

@@ -18,6 +18,7 @@ mod profile;
 
 pub use profile::Profile;
 
+use crate::delivery::Delivery;
 use crate::checker::{self, CheckOptions, Policy, Violation};
 use crate::config::Config;
 use crate::engine::{AppEvent, Engine, Mutations, Output, Target};
@@ -41,6 +42,9 @@ pub struct SimOptions {
     pub trace: bool,
     /// The partition policy every engine runs.
     pub policy: Option<Policy>,
+    /// Force the delivery modes multicasts are drawn from (otherwise drawn
+    /// from the seed; see [`Profile::modes`]).
+    pub modes: Option<Vec<Delivery>>,
 }
 
 /// What a run produced.
@@ -112,7 +116,10 @@ struct Sim {
 /// Runs one seed and checks it.
 pub fn run(seed: u64, opts: &SimOptions) -> SimResult {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let profile = Profile::draw(&mut rng, opts.size);
+    let mut profile = Profile::draw(&mut rng, opts.size);
+    if let Some(m) = opts.modes.as_ref().filter(|m| !m.is_empty()) {
+        profile.modes = m.clone();
+    }
     let mut config = Config::with_suspect_timeout(profile.suspect_timeout);
     config.policy = opts.policy.unwrap_or(Policy::PrimaryComponent);
     let mut sim = Sim {
@@ -301,12 +308,17 @@ impl Sim {
                 self.log(|| format!("{pid} installs {view}"));
                 Some(Event::Install { view, joined })
             }
-            AppEvent::Deliver { msg, pos, .. } => {
+            AppEvent::Deliver { msg, pos, mode, .. } => {
                 let view = self.procs[idx].view.unwrap_or(msg.view);
-                self.log(|| format!("{pid} delivers {msg} at {pos}"));
-                Some(Event::Deliver { msg, view, pos })
+                self.log(|| format!("{pid} delivers {msg} at {pos} ({mode:?})"));
+                Some(Event::Deliver {
+                    msg,
+                    view,
+                    pos,
+                    mode,
+                })
             }
-            AppEvent::Sent { msg } => Some(Event::Send { msg }),
+            AppEvent::Sent { msg, mode } => Some(Event::Send { msg, mode }),
             AppEvent::Blocked { view } => {
                 self.log(|| format!("{pid} blocked in {view}"));
                 Some(Event::Blocked { view })
@@ -589,8 +601,13 @@ impl Sim {
         self.procs[idx].sent += 1;
         let n = self.procs[idx].sent;
         let payload = Bytes::from(format!("n{node}:{n}"));
+        let k = self.profile.modes.len();
+        let mode = match k {
+            0 | 1 => self.profile.modes.first().copied().unwrap_or_default(),
+            _ => self.profile.modes[self.rng.random_range(0..k)],
+        };
         self.with_engine(idx, |e, now| {
-            let _ = e.multicast(now, payload);
+            let _ = e.multicast_with(now, payload, mode);
         });
     }
 

@@ -2,6 +2,7 @@
 //! seed (swarm testing: each seed picks its own mix of faults, so that rare
 //! combinations get runs of their own instead of being drowned in noise).
 
+use crate::delivery::Delivery;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,10 @@ pub struct Profile {
     pub rate: u64,
     /// Length of the chaos phase, microseconds.
     pub chaos: u64,
+    /// The delivery modes multicasts are drawn from (uniformly, per
+    /// message): a quarter of the seeds use safe delivery only, the others
+    /// a random mix of the four.
+    pub modes: Vec<Delivery>,
 }
 
 impl Profile {
@@ -83,6 +88,19 @@ impl Profile {
                 .get(rng.random_range(0..3))
                 .unwrap_or(&200),
             chaos: rng.random_range(10..40) * suspect_timeout,
+            modes: if rng.random_bool(0.25) {
+                vec![Delivery::Safe]
+            } else {
+                let m: Vec<Delivery> = Delivery::ALL
+                    .into_iter()
+                    .filter(|_| rng.random_bool(0.6))
+                    .collect();
+                if m.is_empty() {
+                    Delivery::ALL.to_vec()
+                } else {
+                    m
+                }
+            },
         }
     }
 }

@@ -168,6 +168,11 @@ pub fn to_json_line(r: &Record) -> String {
     serde_json::to_string(r).unwrap_or_default()
 }
 
+/// Whether a mode is the default one (left out of the JSON).
+fn is_safe(mode: &Delivery) -> bool {
+    *mode == Delivery::Safe
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,13 +202,20 @@ mod tests {
                 joined: true,
             },
         );
-        h.push(3, Event::Send { msg });
+        h.push(
+            3,
+            Event::Send {
+                msg,
+                mode: Delivery::Safe,
+            },
+        );
         h.push(
             4,
             Event::Deliver {
                 msg,
                 view: id,
                 pos: 1,
+                mode: Delivery::Safe,
             },
         );
         let mut text: String = h.records.iter().map(|r| to_json_line(r) + "\n").collect();
@@ -219,9 +231,4 @@ mod tests {
             other => panic!("expected a parse error, got {other:?}"),
         }
     }
-}
-
-/// Whether a mode is the default one (left out of the JSON).
-fn is_safe(mode: &Delivery) -> bool {
-    *mode == Delivery::Safe
 }

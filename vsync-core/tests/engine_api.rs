@@ -113,3 +113,61 @@ fn errors_before_starting() {
     assert_eq!(e.poll_timeout(), None);
     assert!(e.poll_output().is_none());
 }
+
+#[test]
+fn fifo_causal_and_total_do_not_wait_for_stability_but_safe_does() {
+    use vsync_core::Delivery;
+    let mut net = Net::new();
+    let a = net.add(1, true);
+    let b = net.add(2, false);
+    net.run(100_000);
+    let c = net.add(3, false);
+    net.run(200_000);
+    // c stops answering (not yet suspected): nothing is stable any more.
+    net.dead[c] = true;
+    let t0 = net.events[b].len();
+    for (i, mode) in Delivery::ALL.into_iter().enumerate() {
+        net.engines[a]
+            .multicast_with(net.now, Bytes::from(vec![i as u8]), mode)
+            .unwrap();
+    }
+    net.run(20_000);
+    // (No order between the two families: compare as a set.)
+    let mut modes_at_b: Vec<Delivery> = net.events[b][t0..]
+        .iter()
+        .filter_map(|e| match e {
+            AppEvent::Deliver { mode, .. } => Some(*mode),
+            _ => None,
+        })
+        .collect();
+    modes_at_b.sort_by_key(|m| *m as u8);
+    assert_eq!(
+        modes_at_b,
+        vec![Delivery::Fifo, Delivery::Causal, Delivery::Total],
+        "before the view change"
+    );
+    // The view change without c delivers the safe one in the old view.
+    net.run(1_000_000);
+    let got: Vec<Bytes> = delivered(&net.events[b][t0..]);
+    assert_eq!(got.len(), 4, "{got:?}");
+    let safe_at = net.events[b][t0..]
+        .iter()
+        .position(|e| {
+            matches!(
+                e,
+                AppEvent::Deliver {
+                    mode: Delivery::Safe,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let view_at = net.events[b][t0..]
+        .iter()
+        .position(|e| matches!(e, AppEvent::View { .. }))
+        .unwrap();
+    assert!(
+        safe_at < view_at,
+        "the safe message belongs to the old view"
+    );
+}

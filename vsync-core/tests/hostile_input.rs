@@ -96,6 +96,7 @@ fn garbage(rng: &mut ChaCha8Rng, real: ViewId) -> Message {
                 delivered: num(rng),
                 delivered_seq: v(rng),
                 order: vec![(rng.random_range(0..5), num(rng))],
+                order_from: num(rng),
                 recv: v(rng),
                 payloads: vec![(rng.random_range(0..5), num(rng), Bytes::new())],
                 accepted: None,

@@ -30,9 +30,9 @@
 //! same order. If the proposer fails, members notice by its silence, and the
 //! next most senior member starts over with a higher ballot.
 
-use crate::delivery;
 use super::{AppEvent, Engine, Phase};
 use crate::checker::Policy;
+use crate::delivery;
 use crate::id::{Pid, View, ViewId};
 use crate::message::{Ballot, FlushReport, Message, Proposal, Slot};
 use bytes::Bytes;
@@ -821,9 +821,7 @@ impl Engine {
             }
         }
         let ignore = self.mutations.causal_ignores_deps;
-        vs.deliver_unordered(Some(&limit), ignore, &mut |m, b, d| {
-            out.push((m, 0, b, d))
-        });
+        vs.deliver_unordered(Some(&limit), ignore, &mut |m, b, d| out.push((m, 0, b, d)));
         self.stats.delivered += out.len() as u64;
         for (msg, pos, payload, mode) in out {
             self.emit(AppEvent::Deliver {

@@ -18,9 +18,9 @@ mod profile;
 
 pub use profile::Profile;
 
-use crate::delivery::Delivery;
 use crate::checker::{self, CheckOptions, Policy, Violation};
 use crate::config::Config;
+use crate::delivery::Delivery;
 use crate::engine::{AppEvent, Engine, Mutations, Output, Target};
 use crate::history::{Event, History};
 use crate::id::{Pid, ViewId};

@@ -128,20 +128,36 @@ pub fn put_msg_frame(
     body: &[u8],
     max: usize,
 ) -> Result<(), FrameError> {
+    buf.reserve(32 + body.len());
+    put_msg_head(buf, to, body.len(), max)?;
+    buf.put_slice(body);
+    Ok(())
+}
+
+/// Appends the head of a `Msg { to, msg }` frame whose body (of `body_len`
+/// bytes) is written after it: the length prefix, version, tag and
+/// destination. With the body it is what [`put_msg_frame`] writes; a
+/// writer that sends the body from where it is (one body shared by many
+/// peers) copies only this head.
+pub fn put_msg_head(
+    buf: &mut BytesMut,
+    to: Pid,
+    body_len: usize,
+    max: usize,
+) -> Result<(), FrameError> {
     let mut head = [0u8; 24];
     let to_len = postcard::to_slice(&to, &mut head)
         .map_err(FrameError::Encode)?
         .len();
-    let len = 1 + 1 + to_len + body.len();
+    let len = 1 + 1 + to_len + body_len;
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
-    buf.reserve(4 + len);
+    buf.reserve(4 + len - body_len);
     buf.put_u32(len as u32);
     buf.put_u8(VERSION);
     buf.put_u8(MSG_TAG);
     buf.put_slice(&head[..to_len]);
-    buf.put_slice(body);
     Ok(())
 }
 

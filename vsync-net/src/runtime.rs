@@ -139,6 +139,10 @@ impl Backlog {
     /// Waits while more than `high` events wait for the application (or
     /// until the runtime stops: `state` not running).
     pub(crate) async fn wait(&self, state: &State) {
+        // The common case, without registering a waiter.
+        if self.pending.load(Ordering::Acquire) <= self.high {
+            return;
+        }
         loop {
             let notified = self.drained.notified();
             tokio::pin!(notified);

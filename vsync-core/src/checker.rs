@@ -1469,6 +1469,7 @@ mod tests {
         Event::Install {
             view: v.clone(),
             joined,
+            donor: None,
         }
     }
 

@@ -10,6 +10,8 @@ pub mod history;
 pub mod id;
 pub mod message;
 pub mod sim;
+#[cfg(feature = "timeline")]
+pub mod timeline;
 
 pub use config::Config;
 pub use engine::{AppEvent, Engine, EngineError, Output, Target};

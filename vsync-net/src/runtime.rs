@@ -469,9 +469,20 @@ impl Runtime {
                 let rec = match ev {
                     AppEvent::View { view: v, joined } => {
                         view = Some(v.id);
+                        // The engine names a joiner's state donor right after
+                        // the install, in the same batch.
+                        let donor = outs.iter().find_map(|o| match o {
+                            Output::Event(AppEvent::AwaitState { donor, view: w })
+                                if *w == v.id =>
+                            {
+                                Some(*donor)
+                            }
+                            _ => None,
+                        });
                         Some(HistEvent::Install {
                             view: v.clone(),
                             joined: *joined,
+                            donor,
                         })
                     }
                     AppEvent::Deliver { msg, pos, .. } => Some(HistEvent::Deliver {

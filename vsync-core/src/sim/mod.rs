@@ -299,7 +299,11 @@ impl Sim {
             AppEvent::View { view, joined } => {
                 self.procs[idx].view = Some(view.id);
                 self.log(|| format!("{pid} installs {view}"));
-                Some(Event::Install { view, joined })
+                Some(Event::Install {
+                    view,
+                    joined,
+                    donor: None,
+                })
             }
             AppEvent::Deliver { msg, pos, .. } => {
                 let view = self.procs[idx].view.unwrap_or(msg.view);
@@ -335,7 +339,23 @@ impl Sim {
                 }
                 None
             }
-            AppEvent::SendState { .. } | AppEvent::AwaitState { .. } => None,
+            AppEvent::AwaitState { donor, view } => {
+                // The engine names the donor right after the install: note it
+                // on that install's record (for the timeline's arrow).
+                let install = self.histories[hist].records.iter_mut().rev().find_map(|r| {
+                    match &mut r.event {
+                        Event::Install {
+                            view: v, donor: d, ..
+                        } if v.id == view => Some(d),
+                        _ => None,
+                    }
+                });
+                if let Some(d) = install {
+                    *d = Some(donor);
+                }
+                None
+            }
+            AppEvent::SendState { .. } => None,
         };
         if let Some(e) = rec {
             self.histories[hist].push(now, e);

@@ -41,6 +41,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 /// Longest reconnect delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// The delay before a second reconnect when the one right after a lost
+/// connection failed other than by a refusal: a process killed with
+/// SIGKILL may still have its listener open for a moment after its
+/// connections closed, so that reconnect gets in and is reset; the next one
+/// is refused (the peer is reported unreachable within milliseconds, not
+/// after [`MIN_BACKOFF`]).
+const RETRY_AFTER_LOSS: Duration = Duration::from_millis(2);
 /// A writer with nothing to send for this long closes and exits (the
 /// engine task starts a new one when it next sends there).
 const IDLE: Duration = Duration::from_secs(30);
@@ -394,6 +401,8 @@ enum SessionEnd {
 async fn run_writer(shared: Arc<Shared>, addr: SocketAddr, mut rx: mpsc::Receiver<Out>) {
     let mut backoff = MIN_BACKOFF;
     let mut last_item = Instant::now();
+    // The connection was just lost: a failed reconnect is retried at once.
+    let mut lost = false;
     loop {
         match connect(&shared, addr).await {
             Ok(conn) => {
@@ -403,12 +412,14 @@ async fn run_writer(shared: Arc<Shared>, addr: SocketAddr, mut rx: mpsc::Receive
                     SessionEnd::Done => return,
                     SessionEnd::Lost => {
                         last_item = Instant::now();
+                        lost = true;
                         continue;
                     }
                 }
             }
             Err(ConnectError::Refused) => {
                 tracing::debug!("connection refused");
+                lost = false;
                 let _ = shared.inbound.send(Inbound::Unreachable { addr }).await;
             }
             Err(ConnectError::GroupMismatch) | Err(ConnectError::PeerError(_)) => {
@@ -418,8 +429,13 @@ async fn run_writer(shared: Arc<Shared>, addr: SocketAddr, mut rx: mpsc::Receive
             Err(e) => tracing::debug!(error = %e, "cannot connect"),
         }
         // Wait before trying again, dropping what is queued meanwhile.
-        let deadline = Instant::now() + backoff;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        let deadline = if std::mem::take(&mut lost) {
+            Instant::now() + RETRY_AFTER_LOSS
+        } else {
+            let d = Instant::now() + backoff;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            d
+        };
         loop {
             tokio::select! {
                 () = sleep_until(deadline) => break,

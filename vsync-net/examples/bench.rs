@@ -779,10 +779,11 @@ fn run_config(args: &Args) -> Result<Value, String> {
         let s = &report["median"];
         let line = match args.test {
             Test::Tput | Test::Latency => format!(
-                "{:<45} {:>9.0} msgs/s {:>8.1} MB/s  p50 {:>7.0} us  p99 {:>7.0} us  p99.9 {:>7.0} us  cpu {:.2} us/delivery  (load {load}, {} run(s), {} thr)",
+                "{:<45} {:>9.0} msgs/s {:>8.1} MB/s  mean {:>7.0} us  p50 {:>7.0} us  p99 {:>7.0} us  p99.9 {:>7.0} us  cpu {:.2} us/delivery  (load {load}, {} run(s), {} thr)",
                 describe(args),
                 f(&s["msgs_per_s"]),
                 f(&s["mb_per_s"]),
+                f(&s["mean_us"]),
                 f(&s["p50_us"]),
                 f(&s["p99_us"]),
                 f(&s["p999_us"]),

@@ -1,10 +1,10 @@
 //! How long a long history takes to draw: a synthetic run of 5 processes,
-//! 22,000 multicasts each delivered by all (102,667 deliveries), a view
+//! 22,000 multicasts each delivered by all (102,666 deliveries), a view
 //! change every 2,000 multicasts and a crash. Prints the time to write and
 //! read the JSON lines, to check, and to render (checker included and not).
 //!
 //! ```text
-//! cargo run --release -p vsync-core --example timeline_bench [-- --messages N --out long.svg]
+//! cargo run --release -p vsync-core --example timeline_bench [-- --messages N --out long.svg --jsonl long.jsonl]
 //! ```
 
 use std::time::Instant;
@@ -70,6 +70,10 @@ fn main() {
         plain.binned
     );
     println!("  render with check   {:>8.1} ms", ms(render_checked));
+    if let Some(out) = flag("--jsonl") {
+        std::fs::write(&out, &text).expect("writes the JSON lines");
+        println!("wrote {out}");
+    }
     if let Some(out) = flag("--out") {
         std::fs::write(&out, &full.svg).expect("writes the SVG");
         println!("wrote {out}");

@@ -1,1 +1,3 @@
 //! Examples for vsync (the KV server, counter and ledger arrive with their issues).
+
+pub mod rsm;

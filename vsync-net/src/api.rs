@@ -55,6 +55,11 @@ pub struct Config {
     /// The fault-injection switch (shared by clones: pass the same one to a
     /// new incarnation to keep its cuts).
     pub faults: Faults,
+    /// Bytes of direct messages ([`GroupSender::send_to`]) that may wait to
+    /// be written, over all peers; `send_to` waits while more do. Small
+    /// enough that protocol traffic queued behind them (heartbeats) is not
+    /// delayed much, large enough to keep a link busy.
+    pub direct_window: usize,
 }
 
 impl Config {
@@ -76,6 +81,7 @@ impl Config {
             gossip_interval: Duration::from_secs(1),
             leave_timeout: Duration::from_secs(10),
             faults: Faults::new(),
+            direct_window: 8 << 20,
         }
     }
 }
@@ -131,6 +137,17 @@ pub enum Event {
     Left {
         /// Its last view.
         view: ViewId,
+    },
+    /// A point-to-point payload sent to this process with
+    /// [`GroupSender::send_to`]. Outside the view's order: it comes in FIFO
+    /// order with the other direct messages from the same sender incarnation
+    /// for as long as the connection lasts, but may be lost when the
+    /// connection breaks (the application detects gaps itself).
+    Direct {
+        /// The sender.
+        from: Pid,
+        /// The payload.
+        payload: Bytes,
     },
 }
 
@@ -207,6 +224,9 @@ pub struct GroupSender {
     pub(crate) backlog: Arc<Backlog>,
     pub(crate) leave_timeout: Duration,
     pub(crate) max_payload: usize,
+    pub(crate) direct_window: Arc<Semaphore>,
+    pub(crate) direct_window_size: usize,
+    pub(crate) max_direct: usize,
 }
 
 impl GroupSender {
@@ -259,6 +279,47 @@ impl GroupSender {
             Ok(Err(_)) => Err(self.state.error()),
             Ok(Ok(r)) => r,
         }
+    }
+
+    /// Sends `payload` to process `to` alone, outside the view's order
+    /// (arrives as [`Event::Direct`]). FIFO per sender and receiver on the
+    /// same TCP link as the protocol's own traffic; waits while
+    /// [`Config::direct_window`] bytes of direct messages wait to be written
+    /// (backpressure). Fails if the payload does not fit in a frame
+    /// ([`GroupSender::max_direct`]) or the process stopped.
+    ///
+    /// `Ok` means the runtime took the payload. It is lost if `to`'s address
+    /// is unknown, its send queue is full or the connection breaks: number
+    /// the messages and detect gaps. Large transfers do not hold up the
+    /// engine: each payload costs the engine task one queue push.
+    pub async fn send_to(&self, to: Pid, payload: Bytes) -> Result<(), NetError> {
+        self.state.check()?;
+        if payload.len() > self.max_direct {
+            return Err(NetError::PayloadTooLarge {
+                len: payload.len(),
+                max: self.max_direct,
+            });
+        }
+        let n = payload.len().clamp(1, self.direct_window_size) as u32;
+        let permit = self
+            .direct_window
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| self.state.error())?;
+        self.cmd
+            .send(Cmd::Direct {
+                to,
+                payload,
+                permit: Some(permit),
+            })
+            .map_err(|_| self.state.error())
+    }
+
+    /// The largest payload [`GroupSender::send_to`] takes: the frame limit
+    /// ([`Config::max_frame`]) less the frame's own header.
+    pub fn max_direct(&self) -> usize {
+        self.max_direct
     }
 
     /// Tells the engine that `pid` is unreachable (it is suspected at once).

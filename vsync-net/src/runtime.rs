@@ -34,6 +34,11 @@ pub(crate) enum Cmd {
     Multicast(Bytes),
     Leave(oneshot::Sender<Result<(), NetError>>),
     Suspect(Pid),
+    Direct {
+        to: Pid,
+        payload: Bytes,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
 }
 
 /// What woke the engine task.
@@ -235,6 +240,7 @@ pub(crate) async fn start(config: Config, mode: Mode) -> Result<GroupHandle, Net
     let (book_tx, book_rx) = watch::channel(Vec::new());
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let permits = Arc::new(Semaphore::new(config.max_queued));
+    let direct_window = Arc::new(Semaphore::new(config.direct_window.max(1)));
     let state = Arc::new(State::default());
     let backlog = Arc::new(Backlog::new(config.max_pending_events));
     let seeds = config
@@ -252,6 +258,7 @@ pub(crate) async fn start(config: Config, mode: Mode) -> Result<GroupHandle, Net
         cmds: cmd_rx,
         inbound: in_rx,
         permits: permits.clone(),
+        direct_window: direct_window.clone(),
         in_engine: 0,
         state: state.clone(),
         backlog: backlog.clone(),
@@ -276,6 +283,11 @@ pub(crate) async fn start(config: Config, mode: Mode) -> Result<GroupHandle, Net
             backlog: backlog.clone(),
             leave_timeout: config.leave_timeout,
             max_payload: config.engine.max_payload,
+            direct_window,
+            direct_window_size: config.direct_window.max(1),
+            max_direct: config
+                .max_frame
+                .saturating_sub(crate::frame::DIRECT_OVERHEAD),
         },
         backlog,
         events: ev_rx,
@@ -296,6 +308,8 @@ struct Runtime {
     cmds: mpsc::UnboundedReceiver<Cmd>,
     inbound: mpsc::Receiver<Inbound>,
     permits: Arc<Semaphore>,
+    /// The window of direct messages (closed at the end).
+    direct_window: Arc<Semaphore>,
     /// Multicasts handed to the engine whose permits are not yet returned.
     in_engine: usize,
     state: Arc<State>,
@@ -417,6 +431,11 @@ impl Runtime {
                 }
             }
             Cmd::Suspect(pid) => self.engine.suspect(now, pid),
+            Cmd::Direct {
+                to,
+                payload,
+                permit,
+            } => self.router.send_direct(to, payload, permit),
         }
     }
 
@@ -437,6 +456,9 @@ impl Runtime {
                     to.extend(self.members());
                 }
                 self.router.gossip(&to);
+            }
+            Inbound::Direct { from, payload } => {
+                self.emit(Event::Direct { from, payload });
             }
             Inbound::Book { entries } => {
                 for (pid, addr) in entries {
@@ -565,6 +587,11 @@ impl Runtime {
                 Event::Left { view }
             }
         };
+        self.emit(event);
+    }
+
+    /// Hands an event to the application.
+    fn emit(&mut self, event: Event) {
         self.backlog.added();
         if self.events.send(event).is_err() {
             self.backlog.taken();
@@ -584,6 +611,7 @@ impl Runtime {
     fn finish(mut self, graceful: bool) {
         self.state.set(CLOSED);
         self.permits.close();
+        self.direct_window.close();
         self.backlog.drained.notify_waiters();
         self.resolve_leaves();
         self.listener.abort();
@@ -593,6 +621,7 @@ impl Runtime {
             dropped = self.router.dropped,
             unroutable = self.router.unroutable,
             oversized = self.router.oversized,
+            direct_dropped = self.router.direct_dropped,
             pid = %self.shared.pid,
             "stopped"
         );

@@ -17,7 +17,10 @@
 //! processes there at once, instead of waiting for the heartbeat timeout.
 
 use crate::fault::Faults;
-use crate::frame::{Frame, FrameError, encode_frame, put_msg_frame, put_msg_head, read_frame};
+use crate::frame::{
+    Frame, FrameError, encode_frame, put_direct_frame, put_direct_head, put_msg_frame,
+    put_msg_head, read_frame,
+};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io;
@@ -92,6 +95,13 @@ pub(crate) enum Inbound {
         /// The address.
         addr: SocketAddr,
     },
+    /// A point-to-point payload for this process (its `to` was checked).
+    Direct {
+        /// The sender.
+        from: Pid,
+        /// The payload.
+        payload: Bytes,
+    },
 }
 
 /// What the engine task gives a writer.
@@ -102,6 +112,13 @@ pub(crate) enum Out {
     Msg { to: Option<Pid>, body: Bytes },
     /// A whole frame, already encoded.
     Frame(Bytes),
+    /// A point-to-point payload for `to`; `permit` holds its share of the
+    /// sender's window until it is in the write buffer.
+    Direct {
+        to: Pid,
+        payload: Bytes,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
 }
 
 /// What every transport task shares.
@@ -176,6 +193,15 @@ impl Shared {
                     return true;
                 }
                 self.inbound.send(Inbound::Book { entries }).await.is_ok()
+            }
+            Frame::Direct { to, payload } => {
+                if self.faults.drops_inbound(from.node) || to != self.pid {
+                    return true;
+                }
+                self.inbound
+                    .send(Inbound::Direct { from, payload })
+                    .await
+                    .is_ok()
             }
             Frame::Hello { .. } => true,
             Frame::Error { reason } => {
@@ -513,6 +539,22 @@ fn append(shared: &Shared, buf: &mut Parts, remote: Pid, item: Out, cut: bool) {
         }
         Out::Frame(b) if b.len() >= SHARE_MIN => buf.push_shared(b),
         Out::Frame(b) => buf.extend_from_slice(&b),
+        Out::Direct {
+            to,
+            payload,
+            permit,
+        } => {
+            let r = if payload.len() >= SHARE_MIN {
+                put_direct_head(buf, to, payload.len(), shared.max_frame)
+                    .map(|()| buf.push_shared(payload))
+            } else {
+                put_direct_frame(buf, to, &payload, shared.max_frame)
+            };
+            if let Err(e) = r {
+                tracing::error!(peer = %remote, error = %e, "cannot send a direct message");
+            }
+            drop(permit);
+        }
     }
 }
 

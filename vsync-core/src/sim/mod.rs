@@ -14,8 +14,10 @@
 //! settled and the remaining live members are a quorum of it. Partitions are
 //! not limited: they heal.
 
+mod observer;
 mod profile;
 
+pub use observer::{Observer, ObserverHandle};
 pub use profile::Profile;
 
 use crate::checker::{self, CheckOptions, Policy, Violation};
@@ -41,6 +43,9 @@ pub struct SimOptions {
     pub trace: bool,
     /// The partition policy every engine runs.
     pub policy: Option<Policy>,
+    /// A hook that sees every application event and may choose the
+    /// workload's payloads ([`Observer`]).
+    pub observer: Option<ObserverHandle>,
 }
 
 /// What a run produced.
@@ -295,6 +300,9 @@ impl Sim {
     fn app_event(&mut self, idx: usize, pid: Pid, ev: AppEvent) {
         let now = self.now;
         let hist = self.procs[idx].hist;
+        if let Some(o) = &self.opts.observer {
+            o.event(now, pid, &ev);
+        }
         let rec = match ev {
             AppEvent::View { view, joined } => {
                 self.procs[idx].view = Some(view.id);
@@ -608,7 +616,11 @@ impl Sim {
         }
         self.procs[idx].sent += 1;
         let n = self.procs[idx].sent;
-        let payload = Bytes::from(format!("n{node}:{n}"));
+        let custom = match &self.opts.observer {
+            Some(o) => o.payload(Pid::new(node, self.procs[idx].inc), n),
+            None => None,
+        };
+        let payload = custom.unwrap_or_else(|| Bytes::from(format!("n{node}:{n}")));
         self.with_engine(idx, |e, now| {
             let _ = e.multicast(now, payload);
         });

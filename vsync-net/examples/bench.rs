@@ -799,17 +799,33 @@ fn run_config(args: &Args) -> Result<Value, String> {
             ),
         };
         out(&line);
-        if args.runs > 1 || args.test == Test::Tput {
+        if args.runs > 1 || matches!(args.test, Test::Tput | Test::Latency) {
             for (i, r) in runs.iter().enumerate() {
                 if let Some(ms) = r["failover_ms"].as_f64() {
                     out(&format!("    run {}: {ms:.1} ms", i + 1));
                 } else {
+                    let per_member: Vec<String> = r["members"]
+                        .as_array()
+                        .map(|ms| {
+                            ms.iter()
+                                .map(|m| {
+                                    format!(
+                                        "n{} {:.0}/s {:.1} MB/s",
+                                        m["node"],
+                                        f(&m["msgs_per_s"]),
+                                        f(&m["mb_per_s"])
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     out(&format!(
-                        "    run {}: {:.0} msgs/s, p50 {:.0} us, p99 {:.0} us",
+                        "    run {}: {:.0} msgs/s, p50 {:.0} us, p99 {:.0} us; per member: {}",
                         i + 1,
                         f(&r["msgs_per_s"]),
                         f(&r["p50_us"]),
-                        f(&r["p99_us"])
+                        f(&r["p99_us"]),
+                        per_member.join(", ")
                     ));
                 }
             }

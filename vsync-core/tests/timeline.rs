@@ -349,3 +349,64 @@ fn a_failing_seed_has_its_violation_marked_in_red() {
     let text = verdict[0].text().unwrap_or_default();
     assert!(text.contains(name), "legend: {text}");
 }
+
+#[test]
+fn odd_histories_never_panic_and_still_draw_valid_svg() {
+    use rand::{Rng, SeedableRng};
+    // Records in any order, at any time (0 and u64::MAX included), views
+    // the process is not in, unknown donors, deliveries without installs,
+    // duplicate pids: whatever a damaged file holds.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for round in 0..60 {
+        let n = rng.random_range(1..5u64);
+        let pid = |rng: &mut rand_chacha::ChaCha8Rng| Pid::new(rng.random_range(1..=n + 1), 1);
+        let mut records = Vec::new();
+        for _ in 0..rng.random_range(1..80) {
+            let p = pid(&mut rng);
+            let v = view(rng.random_range(0..4), &[pid(&mut rng), pid(&mut rng)]);
+            let msg = MsgId {
+                view: v.id,
+                sender: pid(&mut rng),
+                seq: rng.random_range(0..5),
+            };
+            let event = match rng.random_range(0..9) {
+                0 => Event::Start,
+                1 => Event::Install {
+                    view: v.clone(),
+                    joined: rng.random_bool(0.5),
+                    donor: rng.random_bool(0.5).then(|| pid(&mut rng)),
+                },
+                2 => Event::Send { msg },
+                3 | 4 => Event::Deliver {
+                    msg,
+                    view: v.id,
+                    pos: rng.random_range(0..9),
+                },
+                5 => Event::Blocked { view: v.id },
+                6 => Event::Removed { view: v.id },
+                7 => Event::Left { view: v.id },
+                _ => Event::Crash,
+            };
+            let t = match rng.random_range(0..20) {
+                0 => 0,
+                1 => u64::MAX,
+                _ => rng.random_range(0..10_000),
+            };
+            records.push(history::Record { t, pid: p, event });
+        }
+        let hs = history::group_records(records);
+        let opts = TimelineOptions {
+            max_marks: if round % 2 == 0 { 5 } else { 3000 },
+            from_ms: (round % 3 == 0).then_some(1.0),
+            to_ms: (round % 3 == 0).then_some(5.0),
+            ..TimelineOptions::default()
+        };
+        match timeline::render(&hs, &opts) {
+            Ok(t) => {
+                parse(&t.svg);
+            }
+            Err(TimelineError::Window { .. }) => {}
+            Err(e) => panic!("round {round}: {e}"),
+        }
+    }
+}

@@ -139,6 +139,7 @@ impl<S: StateMachine> Replica<S> {
             logged: false,
             donors: HashMap::new(),
             request: None,
+            asked: HashMap::new(),
             done_tx,
             done_rx,
             last_progress: Instant::now(),
@@ -389,6 +390,8 @@ struct Task<S: StateMachine> {
     /// As joiner: the donor and view asked, the attempt, and when the donor
     /// was last heard.
     request: Option<(Pid, ViewId, u32, Instant)>,
+    /// Requests that came before this replica reached the joiner's cut.
+    asked: HashMap<Pid, (ViewId, u32)>,
     done_tx: mpsc::UnboundedSender<Finished>,
     done_rx: mpsc::UnboundedReceiver<Finished>,
     last_progress: Instant,
@@ -715,7 +718,8 @@ impl<S: StateMachine> Task<S> {
                         if next == u64::MAX {
                             // Restored: the image can go.
                             self.donors.remove(&from);
-                        } else if let Some(o) = p.running.as_ref().filter(|o| o.attempt == attempt) {
+                        } else if let Some(o) = p.running.as_ref().filter(|o| o.attempt == attempt)
+                        {
                             o.acked.send_replace(next);
                         }
                     }
@@ -755,7 +759,15 @@ impl<S: StateMachine> Task<S> {
                 Metrics::add(&self.metrics.transfer_bytes_received, data.len() as u64);
                 if let Some(next) = self.core.state_piece(from, view, seq, last, &data) {
                     if next % ACK_EVERY == 0 {
-                        self.send_direct(from, &Direct::Ack { view, attempt, next }).await;
+                        self.send_direct(
+                            from,
+                            &Direct::Ack {
+                                view,
+                                attempt,
+                                next,
+                            },
+                        )
+                        .await;
                     }
                 }
             }
@@ -787,7 +799,9 @@ impl<S: StateMachine> Task<S> {
     /// clone of the image taken at its cut.
     fn on_request_state(&mut self, joiner: Pid, view: ViewId, attempt: u32) {
         let Some(p) = self.donors.get_mut(&joiner) else {
-            tracing::debug!(%joiner, %view, "state asked for, but none prepared");
+            // Asked before this replica reached the cut: answered then.
+            tracing::debug!(%joiner, %view, "state asked for before the cut");
+            self.asked.insert(joiner, (view, attempt));
             return;
         };
         if p.plan.view != view || p.running.as_ref().is_some_and(|o| o.attempt >= attempt) {
@@ -826,8 +840,9 @@ impl<S: StateMachine> Task<S> {
                     return;
                 }
                 if a >= MAX_ATTEMPTS {
-                    self.core
-                        .give_up(format!("the donor {donor} did not answer {a} requests for the state"));
+                    self.core.give_up(format!(
+                        "the donor {donor} did not answer {a} requests for the state"
+                    ));
                     return;
                 }
                 a + 1
@@ -835,7 +850,8 @@ impl<S: StateMachine> Task<S> {
             _ => 1,
         };
         self.request = Some((donor, view, attempt, Instant::now()));
-        self.send_direct(donor, &Direct::Request { view, attempt }).await;
+        self.send_direct(donor, &Direct::Request { view, attempt })
+            .await;
     }
 
     /// Carries out the core's actions.
@@ -892,6 +908,11 @@ impl<S: StateMachine> Task<S> {
                         running: None,
                     },
                 );
+                if let Some((v, attempt)) = self.asked.remove(&joiner) {
+                    if v == view {
+                        self.on_request_state(joiner, view, attempt);
+                    }
+                }
             }
             Action::Retry { reason } => {
                 tracing::info!(%reason, "state transfer interrupted: asking again");
@@ -1104,6 +1125,7 @@ impl<S: StateMachine> Task<S> {
         }
         self.outgoing_bytes = 0;
         self.donors.clear();
+        self.asked.clear();
         self.request = None;
         self.core.on_removed();
         self.blocked = false;

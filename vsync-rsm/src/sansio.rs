@@ -393,7 +393,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                     if pos <= self.position {
                         continue; // replay of a command already in the state
                     }
-                    if self.recovery.is_some() {
+                    if self.recovery.is_some() && live.is_some() {
                         // Never multicast while recovering; skip alike
                         // everywhere should one arrive.
                         continue;

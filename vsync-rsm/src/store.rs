@@ -249,3 +249,84 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Chunks(Vec<Vec<u8>>);
+
+    impl SnapshotImage for Chunks {
+        fn next_chunk(&mut self) -> Option<Vec<u8>> {
+            if self.0.is_empty() {
+                None
+            } else {
+                Some(self.0.remove(0))
+            }
+        }
+    }
+
+    fn image() -> Chunks {
+        Chunks((0..5u8).map(|i| vec![i; 1000]).collect())
+    }
+
+    type Loaded = Option<(CheckpointMeta, Vec<Vec<u8>>)>;
+
+    fn load(s: &Store) -> Result<Loaded, String> {
+        let mut got = Vec::new();
+        let m = s.load_checkpoint(|c| {
+            got.push(c.to_vec());
+            Ok(())
+        })?;
+        Ok(m.map(|m| (m, got)))
+    }
+
+    #[test]
+    fn checkpoints_round_trip_and_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert!(load(&s).unwrap().is_none());
+        s.write_checkpoint(7, None, image()).unwrap();
+        let w = s.write_checkpoint(9, None, image()).unwrap();
+        assert_eq!(w.meta.position, 9);
+        let (m, got) = load(&s).unwrap().unwrap();
+        assert_eq!((m.position, m.chunks, got), (9, 5, image().0));
+        let slot = s.db.open_tree(slot_name(m.slot)).unwrap();
+        // A flipped byte: the chunks' checksum.
+        let mut c = slot.get(2u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        c[10] ^= 1;
+        slot.insert(2u64.to_be_bytes(), c).unwrap();
+        let e = load(&s).unwrap_err();
+        assert!(e.contains("checksum"), "{e}");
+        // A missing chunk: torn.
+        slot.remove(2u64.to_be_bytes()).unwrap();
+        let e = load(&s).unwrap_err();
+        assert!(e.contains("torn"), "{e}");
+        // Damaged metadata.
+        let mut raw = s.db.get(META_KEY).unwrap().unwrap().to_vec();
+        raw[0] ^= 0xff;
+        s.db.insert(META_KEY, raw).unwrap();
+        let e = load(&s).unwrap_err();
+        assert!(e.contains("metadata"), "{e}");
+        // A new checkpoint replaces the damaged one.
+        s.write_checkpoint(11, None, image()).unwrap();
+        assert_eq!(load(&s).unwrap().unwrap().0.position, 11);
+    }
+
+    #[test]
+    fn the_log_is_truncated_at_checkpoints_keeping_the_straddling_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for first in [0u64, 10, 20, 30] {
+            s.append(first, &[first as u8]).unwrap();
+        }
+        s.flush().unwrap();
+        s.write_checkpoint(25, None, image()).unwrap();
+        let keys: Vec<u64> = s.log_entries().map(|e| e.unwrap().0).collect();
+        assert_eq!(keys, vec![20, 30]);
+        s.clear().unwrap();
+        assert!(load(&s).unwrap().is_none());
+        assert_eq!(s.log_entries().count(), 0);
+    }
+}

@@ -83,7 +83,10 @@ async fn commands_apply_in_one_order_and_reads_see_them() {
     // A clean leave; the others see a view without it.
     rs[2].leave().await.expect("leave");
     wait(&rs[2], "stopped", |s| s.role == Role::Stopped).await;
-    wait(&rs[0], "a view without the leaver", |s| s.members.len() == 2).await;
+    wait(&rs[0], "a view without the leaver", |s| {
+        s.members.len() == 2
+    })
+    .await;
     assert!(matches!(
         rs[2]
             .execute(PageCmd::Write {

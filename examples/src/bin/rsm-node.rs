@@ -301,10 +301,7 @@ async fn run<S: NodeMachine>(args: &Args, machine: S) -> Result<(), String> {
     tokio::spawn(async move {
         while let Ok(ev) = events.recv().await {
             match &ev {
-                ReplicaEvent::View { view } => {
-                    let m: Vec<String> = view.members.iter().map(|p| p.to_string()).collect();
-                    println!("VIEW {} {}", view.id, m.join(","));
-                }
+                ReplicaEvent::View { .. } => {} // printed from the status
                 ReplicaEvent::Rejoined { pid } => println!("PID {pid}"),
                 ReplicaEvent::CheckpointRejected { reason } => println!("REJECTED {reason}"),
                 other => println!("EVENT {other:?}"),
@@ -314,8 +311,17 @@ async fn run<S: NodeMachine>(args: &Args, machine: S) -> Result<(), String> {
     let r2 = r.clone();
     tokio::spawn(async move {
         let mut last = (Role::Stopped, u64::MAX);
+        let mut last_view = None;
         loop {
             let s = r2.status();
+            let vid = s.view.as_ref().map(|v| v.id);
+            if vid != last_view {
+                if let Some(v) = &s.view {
+                    let m: Vec<String> = v.members.iter().map(|p| p.to_string()).collect();
+                    println!("VIEW {} {}", v.id, m.join(","));
+                }
+                last_view = vid;
+            }
             if (s.role, s.position) != last
                 && (s.role != last.0 || s.position / 100 != last.1 / 100)
             {

@@ -200,6 +200,22 @@ fn files_are_read_back_and_a_window_zooms_in() {
         }
         paths.push(path);
     }
+    // n3.1's file as a harness that killed it would leave it: no crash
+    // record (and a torn last line); append_crash puts the cross back.
+    let n3 = dir.path().join("n3.1.jsonl");
+    let text = std::fs::read_to_string(&n3).unwrap();
+    let cut: Vec<&str> = text.lines().filter(|l| !l.contains("\"crash\"")).collect();
+    std::fs::write(&n3, cut.join("\n") + "\n{\"t\":12,\"pi").unwrap();
+    let before = timeline::render(
+        &timeline::read_files(&paths).unwrap(),
+        &TimelineOptions::default(),
+    )
+    .unwrap();
+    assert!(!before.svg.contains("class=\"crash\""));
+    assert_eq!(
+        timeline::append_crash(&n3, 0).unwrap(),
+        Some(Pid::new(3, 1))
+    );
     let out = dir.path().join("run.html");
     let t = timeline::write_timeline(&paths, &out, &TimelineOptions::default()).unwrap();
     assert_eq!((t.lanes, t.views, t.deliveries), (4, 5, deliveries));

@@ -31,9 +31,10 @@ mod layout;
 mod summary;
 
 use crate::checker::{self, CheckOptions, Violation};
-use crate::history::{self, History, HistoryError};
-use std::fs::File;
-use std::io::BufReader;
+use crate::history::{self, Event, History, HistoryError, Record};
+use crate::id::Pid;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 /// How to draw a timeline.
@@ -238,4 +239,43 @@ pub fn write_timeline<P: AsRef<Path>>(
         source,
     })?;
     Ok(t)
+}
+
+/// Appends a `crash` record to a history file whose process a harness
+/// killed (a process cannot record its own kill -9), so that its lane ends
+/// with a cross. The record is for the incarnation of the file's last
+/// record, at `t_micros` or just after that record if it is later.
+/// Returns that incarnation, or `None` for a file with no record (nothing
+/// is appended then).
+pub fn append_crash(path: &Path, t_micros: u64) -> Result<Option<Pid>, TimelineError> {
+    let histories = read_files(&[path])?;
+    let Some(last) = histories
+        .iter()
+        .flat_map(|h| h.records.last())
+        .max_by_key(|r| r.t)
+    else {
+        return Ok(None);
+    };
+    let record = Record {
+        t: t_micros.max(last.t.saturating_add(1)),
+        pid: last.pid,
+        event: Event::Crash,
+    };
+    let write = |source| TimelineError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    // A process killed mid-line leaves a torn last line: cut it off, or it
+    // would no longer be the last line and would make the file unreadable.
+    let bytes = std::fs::read(path).map_err(|source| TimelineError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let mut f = OpenOptions::new().write(true).open(path).map_err(write)?;
+    f.set_len(keep as u64).map_err(write)?;
+    drop(f);
+    let mut f = OpenOptions::new().append(true).open(path).map_err(write)?;
+    writeln!(f, "{}", history::to_json_line(&record)).map_err(write)?;
+    Ok(Some(last.pid))
 }

@@ -306,14 +306,25 @@ impl Cursor<'_> {
     }
 }
 
-/// Decodes a `Msg` frame that carries a [`Message::Data`] without copying
-/// its payloads: each payload is a slice of `body` (the frame, after its
-/// length prefix). `Ok(None)`: another kind of frame (postcard decodes it).
-/// The result is what postcard gives for the same bytes; the steady stream
-/// of multicasts is where a per-payload allocation and copy would cost most.
+/// Decodes a `Msg` frame that carries a [`Message::Data`], or a
+/// [`Frame::Direct`], without copying its payloads: each payload is a slice
+/// of `body` (the frame, after its length prefix). `Ok(None)`: another kind
+/// of frame (postcard decodes it). The result is what postcard gives for
+/// the same bytes; the steady stream of multicasts, and large direct
+/// messages (state transfer), are where a per-payload allocation and copy
+/// would cost most.
 fn decode_data_frame(body: &Bytes) -> Result<Option<Frame>, postcard::Error> {
     let mut c = Cursor { b: body, pos: 1 };
-    if c.varint()? != u64::from(MSG_TAG) {
+    let tag = c.varint()?;
+    if tag == u64::from(DIRECT_TAG) {
+        let to = c.pid()?;
+        let r = c.bytes()?;
+        return Ok(Some(Frame::Direct {
+            to,
+            payload: body.slice(r),
+        }));
+    }
+    if tag != u64::from(MSG_TAG) {
         return Ok(None);
     }
     let to = c.pid()?;
@@ -460,7 +471,15 @@ mod tests {
                 payloads,
             };
             let to = Pid::new(next() % 1000, next() >> 20);
-            let frame = Frame::Msg { to, msg };
+            let frame = if round % 3 == 2 {
+                let len = [0, 1, 127, 128, 3000][(next() % 5) as usize];
+                Frame::Direct {
+                    to,
+                    payload: Bytes::from(vec![(next() & 0xff) as u8; len]),
+                }
+            } else {
+                Frame::Msg { to, msg }
+            };
             let whole = encode_frame(&frame, DEFAULT_MAX_FRAME).unwrap();
             let body = whole.slice(4..);
             assert_eq!(decode_data_frame(&body).unwrap(), Some(frame.clone()));

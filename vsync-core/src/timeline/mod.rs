@@ -272,7 +272,7 @@ pub fn append_crash(path: &Path, t_micros: u64) -> Result<Option<Pid>, TimelineE
         source,
     })?;
     let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let mut f = OpenOptions::new().write(true).open(path).map_err(write)?;
+    let f = OpenOptions::new().write(true).open(path).map_err(write)?;
     f.set_len(keep as u64).map_err(write)?;
     drop(f);
     let mut f = OpenOptions::new().append(true).open(path).map_err(write)?;

@@ -1,1 +1,4 @@
 //! Examples for vsync (the KV server, counter and ledger arrive with their issues).
+
+pub mod kv;
+pub mod rsm;

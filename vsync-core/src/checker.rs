@@ -1671,6 +1671,7 @@ mod tests {
         Event::Install {
             view: v.clone(),
             joined,
+            donor: None,
         }
     }
 

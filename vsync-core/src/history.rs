@@ -23,6 +23,12 @@ pub enum Event {
         view: View,
         /// True when this is the process's first view.
         joined: bool,
+        /// For a joiner whose application state is transferred: the member
+        /// that sends it (the engine's `AppEvent::AwaitState` donor). Absent
+        /// from files written before this field existed, and for installs
+        /// without a transfer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        donor: Option<Pid>,
     },
     /// The process multicast `msg` (it was assigned its view and sequence).
     Send {
@@ -200,6 +206,7 @@ mod tests {
                     members: vec![p],
                 },
                 joined: true,
+                donor: None,
             },
         );
         h.push(

@@ -11,6 +11,8 @@ pub mod history;
 pub mod id;
 pub mod message;
 pub mod sim;
+#[cfg(feature = "timeline")]
+pub mod timeline;
 
 pub use config::Config;
 pub use delivery::Delivery;

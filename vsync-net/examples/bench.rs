@@ -87,8 +87,10 @@ struct Args {
     /// The engine's suspicion timeout in ms (default: the engine's default).
     suspect_ms: Option<u64>,
     /// Tokio worker threads per member process (0: a current-thread
-    /// runtime).
-    threads: usize,
+    /// runtime). Default: 0 for the latency test (no hand-over between
+    /// threads on the path of a message), 2 otherwise (the engine task and
+    /// the connections' tasks run in parallel).
+    threads: Option<usize>,
     /// Machine-readable output: one JSON object per configuration.
     json: bool,
     /// Run the whole matrix.
@@ -102,6 +104,12 @@ struct Args {
 }
 
 impl Args {
+    /// Worker threads of the member processes.
+    fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or(if self.test == Test::Latency { 0 } else { 2 })
+    }
+
     fn parse() -> Result<Args, String> {
         let mut a = Args {
             test: Test::Tput,
@@ -111,7 +119,7 @@ impl Args {
             secs: 5.0,
             runs: 1,
             suspect_ms: None,
-            threads: 0,
+            threads: None,
             json: false,
             all: false,
             member: false,
@@ -146,7 +154,7 @@ impl Args {
                 "--secs" => a.secs = num(&flag, val()?)?,
                 "--runs" => a.runs = num(&flag, val()?)?,
                 "--suspect-ms" => a.suspect_ms = Some(num(&flag, val()?)?),
-                "--threads" => a.threads = num(&flag, val()?)?,
+                "--threads" => a.threads = Some(num(&flag, val()?)?),
                 "--node" => a.node = num(&flag, val()?)?,
                 "--seed" => a.seed = Some(num(&flag, val()?)?),
                 "--json" => a.json = true,
@@ -166,13 +174,14 @@ impl Args {
 fn main() {
     let args = Args::parse().unwrap_or_else(|e| fail(&e));
     if args.member {
-        let rt = if args.threads == 0 {
+        let threads = args.threads.unwrap_or(2);
+        let rt = if threads == 0 {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
         } else {
             tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(args.threads)
+                .worker_threads(threads)
                 .enable_all()
                 .build()
         };
@@ -249,6 +258,25 @@ struct Run {
     /// Latency test: whether our message is in flight.
     in_flight: bool,
     reported: bool,
+    /// This process's CPU time (s) when the window opened, once it has.
+    cpu_start: Option<f64>,
+}
+
+/// This process's CPU time (user + system) in seconds, from /proc (Linux;
+/// 0 elsewhere). Its resolution is a clock tick (10 ms).
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The fields after the command name (which is in parentheses).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime: fields 14 and 15 of the line, the 12th and 13th
+    // after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 impl Run {
@@ -280,6 +308,7 @@ impl Run {
     fn report(&mut self, node: u64) {
         self.reported = true;
         let secs = self.end.duration_since(self.start).as_secs_f64();
+        let cpu = self.cpu_start.map_or(f64::NAN, |c| cpu_secs() - c);
         let h = &self.hist;
         let lat = if h.is_empty() {
             Value::Null
@@ -300,6 +329,7 @@ impl Run {
             "delivered": self.delivered,
             "msgs_per_s": self.delivered as f64 / secs,
             "mb_per_s": self.bytes as f64 / secs / 1e6,
+            "cpu_s": cpu,
             "latency": lat,
         }));
     }
@@ -355,6 +385,7 @@ fn start_run(h: &GroupHandle, cmd: &str, epoch: Instant) -> Result<Run, String> 
         hist: Histogram::new(3).map_err(|e| e.to_string())?,
         in_flight: false,
         reported: false,
+        cpu_start: None,
     })
 }
 
@@ -435,6 +466,9 @@ async fn member(args: Args) -> Result<(), String> {
             () = &mut timer, if run.as_ref().is_some_and(|r| !r.reported) => {
                 let Some(r) = run.as_mut() else { continue };
                 let now = Instant::now();
+                if r.cpu_start.is_none() {
+                    r.cpu_start = Some(cpu_secs());
+                }
                 if now >= r.end {
                     r.report(args.node);
                 } else {
@@ -507,7 +541,7 @@ impl Cluster {
             "--node",
             &node.to_string(),
             "--threads",
-            &args.threads.to_string(),
+            &args.threads().to_string(),
         ]);
         if let Some(s) = seed {
             c.args(["--seed", s]);
@@ -635,9 +669,14 @@ fn measure(args: &Args) -> Result<Value, String> {
             .filter_map(|r| r["latency"][k].as_f64())
             .fold(f64::NAN, f64::max)
     };
+    let sum = |k: &str| results.iter().filter_map(|r| r[k].as_f64()).sum::<f64>();
     Ok(json!({
         "msgs_per_s": mean("msgs_per_s"),
         "mb_per_s": mean("mb_per_s"),
+        // CPU of all members per delivery (at any member): what a message
+        // costs, whatever else loads the machine.
+        "cpu_us_per_delivery": sum("cpu_s") / sum("delivered") * 1e6,
+        "cores_used": sum("cpu_s") / args.secs,
         "p50_us": worst("p50_us"),
         "p99_us": worst("p99_us"),
         "p999_us": worst("p999_us"),
@@ -716,6 +755,8 @@ fn run_config(args: &Args) -> Result<Value, String> {
             "p99_us": med("p99_us"),
             "p999_us": med("p999_us"),
             "mean_us": med("mean_us"),
+            "cpu_us_per_delivery": med("cpu_us_per_delivery"),
+            "cores_used": med("cores_used"),
         }),
         Test::Kill | Test::Stop => json!({"failover_ms": med("failover_ms")}),
     };
@@ -726,6 +767,7 @@ fn run_config(args: &Args) -> Result<Value, String> {
         "senders": format!("{:?}", args.senders).to_lowercase(),
         "secs": args.secs,
         "suspect_ms": args.suspect_ms,
+        "threads": args.threads(),
         "load1": load,
         "median": summary,
         "runs": runs,
@@ -737,14 +779,17 @@ fn run_config(args: &Args) -> Result<Value, String> {
         let s = &report["median"];
         let line = match args.test {
             Test::Tput | Test::Latency => format!(
-                "{:<45} {:>9.0} msgs/s {:>8.1} MB/s  p50 {:>7.0} us  p99 {:>7.0} us  p99.9 {:>7.0} us  (load {load}, {} run(s))",
+                "{:<45} {:>9.0} msgs/s {:>8.1} MB/s  mean {:>7.0} us  p50 {:>7.0} us  p99 {:>7.0} us  p99.9 {:>7.0} us  cpu {:.2} us/delivery  (load {load}, {} run(s), {} thr)",
                 describe(args),
                 f(&s["msgs_per_s"]),
                 f(&s["mb_per_s"]),
+                f(&s["mean_us"]),
                 f(&s["p50_us"]),
                 f(&s["p99_us"]),
                 f(&s["p999_us"]),
-                runs.len()
+                f(&s["cpu_us_per_delivery"]),
+                runs.len(),
+                args.threads()
             ),
             Test::Kill | Test::Stop => format!(
                 "{:<45} failover {:>8.1} ms at the slowest survivor  (load {load}, {} run(s))",
@@ -754,17 +799,33 @@ fn run_config(args: &Args) -> Result<Value, String> {
             ),
         };
         out(&line);
-        if args.runs > 1 || args.test == Test::Tput {
+        if args.runs > 1 || matches!(args.test, Test::Tput | Test::Latency) {
             for (i, r) in runs.iter().enumerate() {
                 if let Some(ms) = r["failover_ms"].as_f64() {
                     out(&format!("    run {}: {ms:.1} ms", i + 1));
                 } else {
+                    let per_member: Vec<String> = r["members"]
+                        .as_array()
+                        .map(|ms| {
+                            ms.iter()
+                                .map(|m| {
+                                    format!(
+                                        "n{} {:.0}/s {:.1} MB/s",
+                                        m["node"],
+                                        f(&m["msgs_per_s"]),
+                                        f(&m["mb_per_s"])
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     out(&format!(
-                        "    run {}: {:.0} msgs/s, p50 {:.0} us, p99 {:.0} us",
+                        "    run {}: {:.0} msgs/s, p50 {:.0} us, p99 {:.0} us; per member: {}",
                         i + 1,
                         f(&r["msgs_per_s"]),
                         f(&r["p50_us"]),
-                        f(&r["p99_us"])
+                        f(&r["p99_us"]),
+                        per_member.join(", ")
                     ));
                 }
             }

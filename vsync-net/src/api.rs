@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use vsync_core::{MsgId, Pid, View, ViewId};
+use vsync_core::{Delivery, MsgId, Pid, View, ViewId};
 
 /// How to run one process of a group.
 #[derive(Clone, Debug)]
@@ -55,6 +55,11 @@ pub struct Config {
     /// The fault-injection switch (shared by clones: pass the same one to a
     /// new incarnation to keep its cuts).
     pub faults: Faults,
+    /// Bytes of direct messages ([`GroupSender::send_to`]) that may wait to
+    /// be written, over all peers; `send_to` waits while more do. Small
+    /// enough that protocol traffic queued behind them (heartbeats) is not
+    /// delayed much, large enough to keep a link busy.
+    pub direct_window: usize,
 }
 
 impl Config {
@@ -76,6 +81,7 @@ impl Config {
             gossip_interval: Duration::from_secs(1),
             leave_timeout: Duration::from_secs(10),
             faults: Faults::new(),
+            direct_window: 8 << 20,
         }
     }
 }
@@ -91,14 +97,18 @@ pub enum Event {
         /// True for this process's first view.
         joined: bool,
     },
-    /// A multicast, in the view's total order.
+    /// A multicast, delivered as its mode says (safe: in the view's total
+    /// order once every member holds it; see [`Delivery`]).
     Deliver {
         /// Its identity.
         msg: MsgId,
-        /// Its position in the view's order, from 1.
+        /// Its position in the view's total order, from 1; 0 for FIFO and
+        /// causal messages.
         pos: u64,
         /// The payload.
         payload: Bytes,
+        /// How it was sent.
+        mode: Delivery,
     },
     /// This process is in a minority of `view` and delivers nothing until it
     /// is back in the primary component (it is then removed and must rejoin).
@@ -131,6 +141,17 @@ pub enum Event {
     Left {
         /// Its last view.
         view: ViewId,
+    },
+    /// A point-to-point payload sent to this process with
+    /// [`GroupSender::send_to`]. Outside the view's order: it comes in FIFO
+    /// order with the other direct messages from the same sender incarnation
+    /// for as long as the connection lasts, but may be lost when the
+    /// connection breaks (the application detects gaps itself).
+    Direct {
+        /// The sender.
+        from: Pid,
+        /// The payload.
+        payload: Bytes,
     },
 }
 
@@ -207,6 +228,9 @@ pub struct GroupSender {
     pub(crate) backlog: Arc<Backlog>,
     pub(crate) leave_timeout: Duration,
     pub(crate) max_payload: usize,
+    pub(crate) direct_window: Arc<Semaphore>,
+    pub(crate) direct_window_size: usize,
+    pub(crate) max_direct: usize,
 }
 
 impl GroupSender {
@@ -223,13 +247,21 @@ impl GroupSender {
     /// `Ok` means the runtime took the payload: like a write to a socket, a
     /// multicast not yet sent when the process is removed is dropped.
     pub async fn multicast(&self, payload: Bytes) -> Result<(), NetError> {
+        self.multicast_with(payload, Delivery::Safe).await
+    }
+
+    /// Like [`GroupSender::multicast`] (which sends [`Delivery::Safe`]),
+    /// with the delivery mode chosen: FIFO and causal messages are
+    /// delivered one hop after they are sent, total ones once ordered, safe
+    /// ones once every member holds them (see [`Delivery`]).
+    pub async fn multicast_with(&self, payload: Bytes, mode: Delivery) -> Result<(), NetError> {
         self.state.check()?;
         self.backlog.wait(&self.state).await;
-        self.enqueue(payload).await
+        self.enqueue(payload, mode).await
     }
 
     /// Multicasts without waiting for the application's backlog.
-    async fn enqueue(&self, payload: Bytes) -> Result<(), NetError> {
+    async fn enqueue(&self, payload: Bytes, mode: Delivery) -> Result<(), NetError> {
         self.state.check()?;
         if payload.len() > self.max_payload {
             return Err(NetError::PayloadTooLarge {
@@ -242,7 +274,7 @@ impl GroupSender {
             Err(_) => return Err(self.state.error()),
         }
         self.cmd
-            .send(Cmd::Multicast(payload))
+            .send(Cmd::Multicast(payload, mode))
             .map_err(|_| self.state.error())
     }
 
@@ -259,6 +291,47 @@ impl GroupSender {
             Ok(Err(_)) => Err(self.state.error()),
             Ok(Ok(r)) => r,
         }
+    }
+
+    /// Sends `payload` to process `to` alone, outside the view's order
+    /// (arrives as [`Event::Direct`]). FIFO per sender and receiver on the
+    /// same TCP link as the protocol's own traffic; waits while
+    /// [`Config::direct_window`] bytes of direct messages wait to be written
+    /// (backpressure). Fails if the payload does not fit in a frame
+    /// ([`GroupSender::max_direct`]) or the process stopped.
+    ///
+    /// `Ok` means the runtime took the payload. It is lost if `to`'s address
+    /// is unknown, its send queue is full or the connection breaks: number
+    /// the messages and detect gaps. Large transfers do not hold up the
+    /// engine: each payload costs the engine task one queue push.
+    pub async fn send_to(&self, to: Pid, payload: Bytes) -> Result<(), NetError> {
+        self.state.check()?;
+        if payload.len() > self.max_direct {
+            return Err(NetError::PayloadTooLarge {
+                len: payload.len(),
+                max: self.max_direct,
+            });
+        }
+        let n = payload.len().clamp(1, self.direct_window_size) as u32;
+        let permit = self
+            .direct_window
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| self.state.error())?;
+        self.cmd
+            .send(Cmd::Direct {
+                to,
+                payload,
+                permit: Some(permit),
+            })
+            .map_err(|_| self.state.error())
+    }
+
+    /// The largest payload [`GroupSender::send_to`] takes: the frame limit
+    /// ([`Config::max_frame`]) less the frame's own header.
+    pub fn max_direct(&self) -> usize {
+        self.max_direct
     }
 
     /// Tells the engine that `pid` is unreachable (it is suspected at once).
@@ -305,7 +378,13 @@ impl GroupHandle {
     /// events to be taken (this handle is what takes them): only for the
     /// engine's queue ([`Config::max_queued`]).
     pub async fn multicast(&self, payload: Bytes) -> Result<(), NetError> {
-        self.sender.enqueue(payload).await
+        self.sender.enqueue(payload, Delivery::Safe).await
+    }
+
+    /// [`GroupHandle::multicast`] with the delivery mode chosen (see
+    /// [`GroupSender::multicast_with`]).
+    pub async fn multicast_with(&self, payload: Bytes, mode: Delivery) -> Result<(), NetError> {
+        self.sender.enqueue(payload, mode).await
     }
 
     /// See [`GroupSender::leave`].

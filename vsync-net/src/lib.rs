@@ -71,3 +71,4 @@ mod transport;
 pub use api::{Config, Event, Group, GroupHandle, GroupSender, NetError};
 pub use fault::Faults;
 pub use frame::FrameError;
+pub use vsync_core::Delivery;

@@ -30,6 +30,8 @@ pub(crate) struct Router {
     pub(crate) unroutable: u64,
     /// Messages dropped because they do not fit in a frame.
     pub(crate) oversized: u64,
+    /// Direct messages dropped (destination unknown or its queue full).
+    pub(crate) direct_dropped: u64,
 }
 
 impl Router {
@@ -47,6 +49,7 @@ impl Router {
             dropped: 0,
             unroutable: 0,
             oversized: 0,
+            direct_dropped: 0,
         }
     }
 
@@ -130,6 +133,37 @@ impl Router {
                     );
                 }
             }
+        }
+    }
+
+    /// Queues a point-to-point payload for `to` on the link to it (FIFO
+    /// with everything else sent there). Dropped, and counted, if `to`'s
+    /// address is unknown or its queue is full.
+    pub(crate) fn send_direct(
+        &mut self,
+        to: Pid,
+        payload: bytes::Bytes,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        if to == self.shared.pid {
+            return;
+        }
+        let Some(addr) = self.addr_of(to) else {
+            self.direct_dropped += 1;
+            tracing::debug!(%to, "direct message to an unknown address: dropped");
+            return;
+        };
+        let before = self.dropped;
+        self.push(
+            addr,
+            Out::Direct {
+                to,
+                payload,
+                permit,
+            },
+        );
+        if self.dropped > before {
+            self.direct_dropped += 1;
         }
     }
 

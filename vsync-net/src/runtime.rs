@@ -31,9 +31,14 @@ const INBOUND_QUEUE: usize = 4096;
 /// What the application asks of the engine task.
 #[derive(Debug)]
 pub(crate) enum Cmd {
-    Multicast(Bytes),
+    Multicast(Bytes, vsync_core::Delivery),
     Leave(oneshot::Sender<Result<(), NetError>>),
     Suspect(Pid),
+    Direct {
+        to: Pid,
+        payload: Bytes,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
 }
 
 /// What woke the engine task.
@@ -139,6 +144,10 @@ impl Backlog {
     /// Waits while more than `high` events wait for the application (or
     /// until the runtime stops: `state` not running).
     pub(crate) async fn wait(&self, state: &State) {
+        // The common case, without registering a waiter.
+        if self.pending.load(Ordering::Acquire) <= self.high {
+            return;
+        }
         loop {
             let notified = self.drained.notified();
             tokio::pin!(notified);
@@ -231,6 +240,7 @@ pub(crate) async fn start(config: Config, mode: Mode) -> Result<GroupHandle, Net
     let (book_tx, book_rx) = watch::channel(Vec::new());
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let permits = Arc::new(Semaphore::new(config.max_queued));
+    let direct_window = Arc::new(Semaphore::new(config.direct_window.max(1)));
     let state = Arc::new(State::default());
     let backlog = Arc::new(Backlog::new(config.max_pending_events));
     let seeds = config
@@ -248,6 +258,7 @@ pub(crate) async fn start(config: Config, mode: Mode) -> Result<GroupHandle, Net
         cmds: cmd_rx,
         inbound: in_rx,
         permits: permits.clone(),
+        direct_window: direct_window.clone(),
         in_engine: 0,
         state: state.clone(),
         backlog: backlog.clone(),
@@ -272,6 +283,11 @@ pub(crate) async fn start(config: Config, mode: Mode) -> Result<GroupHandle, Net
             backlog: backlog.clone(),
             leave_timeout: config.leave_timeout,
             max_payload: config.engine.max_payload,
+            direct_window,
+            direct_window_size: config.direct_window.max(1),
+            max_direct: config
+                .max_frame
+                .saturating_sub(crate::frame::DIRECT_OVERHEAD),
         },
         backlog,
         events: ev_rx,
@@ -292,6 +308,8 @@ struct Runtime {
     cmds: mpsc::UnboundedReceiver<Cmd>,
     inbound: mpsc::Receiver<Inbound>,
     permits: Arc<Semaphore>,
+    /// The window of direct messages (closed at the end).
+    direct_window: Arc<Semaphore>,
     /// Multicasts handed to the engine whose permits are not yet returned.
     in_engine: usize,
     state: Arc<State>,
@@ -388,7 +406,7 @@ impl Runtime {
     fn on_cmd(&mut self, cmd: Cmd) {
         let now = now_micros();
         match cmd {
-            Cmd::Multicast(payload) => match self.engine.multicast(now, payload) {
+            Cmd::Multicast(payload, mode) => match self.engine.multicast_with(now, payload, mode) {
                 Ok(()) => self.in_engine += 1,
                 Err(e) => {
                     self.permits.add_permits(1);
@@ -413,6 +431,11 @@ impl Runtime {
                 }
             }
             Cmd::Suspect(pid) => self.engine.suspect(now, pid),
+            Cmd::Direct {
+                to,
+                payload,
+                permit,
+            } => self.router.send_direct(to, payload, permit),
         }
     }
 
@@ -433,6 +456,9 @@ impl Runtime {
                     to.extend(self.members());
                 }
                 self.router.gossip(&to);
+            }
+            Inbound::Direct { from, payload } => {
+                self.emit(Event::Direct { from, payload });
             }
             Inbound::Book { entries } => {
                 for (pid, addr) in entries {
@@ -465,17 +491,32 @@ impl Runtime {
                 let rec = match ev {
                     AppEvent::View { view: v, joined } => {
                         view = Some(v.id);
+                        // The engine names a joiner's state donor right after
+                        // the install, in the same batch.
+                        let donor = outs.iter().find_map(|o| match o {
+                            Output::Event(AppEvent::AwaitState { donor, view: w })
+                                if *w == v.id =>
+                            {
+                                Some(*donor)
+                            }
+                            _ => None,
+                        });
                         Some(HistEvent::Install {
                             view: v.clone(),
                             joined: *joined,
+                            donor,
                         })
                     }
-                    AppEvent::Deliver { msg, pos, .. } => Some(HistEvent::Deliver {
+                    AppEvent::Deliver { msg, pos, mode, .. } => Some(HistEvent::Deliver {
                         msg: *msg,
                         view: view.unwrap_or(msg.view),
                         pos: *pos,
+                        mode: *mode,
                     }),
-                    AppEvent::Sent { msg } => Some(HistEvent::Send { msg: *msg }),
+                    AppEvent::Sent { msg, mode } => Some(HistEvent::Send {
+                        msg: *msg,
+                        mode: *mode,
+                    }),
                     AppEvent::Blocked { view } => Some(HistEvent::Blocked { view: *view }),
                     AppEvent::Removed { view } => Some(HistEvent::Removed { view: *view }),
                     AppEvent::Left { view } => Some(HistEvent::Left { view: *view }),
@@ -523,7 +564,17 @@ impl Runtime {
                 self.view_tx.send_replace(Some(view.clone()));
                 Event::View { view, joined }
             }
-            AppEvent::Deliver { msg, pos, payload } => Event::Deliver { msg, pos, payload },
+            AppEvent::Deliver {
+                msg,
+                pos,
+                payload,
+                mode,
+            } => Event::Deliver {
+                msg,
+                pos,
+                payload,
+                mode,
+            },
             AppEvent::Sent { .. } => return,
             AppEvent::Flushing { view } => {
                 tracing::debug!(%view, "view change started");
@@ -550,6 +601,11 @@ impl Runtime {
                 Event::Left { view }
             }
         };
+        self.emit(event);
+    }
+
+    /// Hands an event to the application.
+    fn emit(&mut self, event: Event) {
         self.backlog.added();
         if self.events.send(event).is_err() {
             self.backlog.taken();
@@ -569,6 +625,7 @@ impl Runtime {
     fn finish(mut self, graceful: bool) {
         self.state.set(CLOSED);
         self.permits.close();
+        self.direct_window.close();
         self.backlog.drained.notify_waiters();
         self.resolve_leaves();
         self.listener.abort();
@@ -578,6 +635,7 @@ impl Runtime {
             dropped = self.router.dropped,
             unroutable = self.router.unroutable,
             oversized = self.router.oversized,
+            direct_dropped = self.router.direct_dropped,
             pid = %self.shared.pid,
             "stopped"
         );

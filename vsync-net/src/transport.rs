@@ -7,7 +7,9 @@
 //! Hello the engine task learns the peer's pid and listen address.
 //!
 //! A writer task owns one outgoing connection. It drains everything queued
-//! for its peer into one buffer and writes it with one call (coalescing). It
+//! for its peer into one vectored write (coalescing): small frames are
+//! copied together, while a large message body (encoded once for all peers)
+//! is written from where it is, not copied for each peer ([`Parts`]). It
 //! reconnects with exponential backoff; while it cannot connect, what is
 //! queued for it is dropped (the engine retransmits). When a connection is
 //! lost and the immediate reconnect is refused, or any connect is refused,
@@ -15,8 +17,12 @@
 //! processes there at once, instead of waiting for the heartbeat timeout.
 
 use crate::fault::Faults;
-use crate::frame::{Frame, FrameError, encode_frame, put_msg_frame, read_frame};
-use bytes::{Bytes, BytesMut};
+use crate::frame::{
+    Frame, FrameError, encode_frame, put_direct_frame, put_direct_head, put_msg_frame,
+    put_msg_head, read_frame,
+};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +44,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 /// Longest reconnect delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// The delay before a second reconnect when the one right after a lost
+/// connection failed other than by a refusal: a process killed with
+/// SIGKILL may still have its listener open for a moment after its
+/// connections closed, so that reconnect gets in and is reset; the next one
+/// is refused (the peer is reported unreachable within milliseconds, not
+/// after [`MIN_BACKOFF`]).
+const RETRY_AFTER_LOSS: Duration = Duration::from_millis(2);
 /// A writer with nothing to send for this long closes and exits (the
 /// engine task starts a new one when it next sends there).
 const IDLE: Duration = Duration::from_secs(30);
@@ -49,6 +62,9 @@ const IDLE_FAILING: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this many bytes are coalesced into one write.
 const MAX_COALESCE: usize = 1 << 20;
+/// A message body or frame at least this large is written from its own
+/// buffer (shared with the other peers' writers) instead of being copied.
+const SHARE_MIN: usize = 2048;
 /// Frames queued for one peer before further ones are dropped.
 pub(crate) const WRITER_QUEUE: usize = 4096;
 
@@ -79,6 +95,13 @@ pub(crate) enum Inbound {
         /// The address.
         addr: SocketAddr,
     },
+    /// A point-to-point payload for this process (its `to` was checked).
+    Direct {
+        /// The sender.
+        from: Pid,
+        /// The payload.
+        payload: Bytes,
+    },
 }
 
 /// What the engine task gives a writer.
@@ -89,6 +112,13 @@ pub(crate) enum Out {
     Msg { to: Option<Pid>, body: Bytes },
     /// A whole frame, already encoded.
     Frame(Bytes),
+    /// A point-to-point payload for `to`; `permit` holds its share of the
+    /// sender's window until it is in the write buffer.
+    Direct {
+        to: Pid,
+        payload: Bytes,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
 }
 
 /// What every transport task shares.
@@ -163,6 +193,15 @@ impl Shared {
                     return true;
                 }
                 self.inbound.send(Inbound::Book { entries }).await.is_ok()
+            }
+            Frame::Direct { to, payload } => {
+                if self.faults.drops_inbound(from.node) || to != self.pid {
+                    return true;
+                }
+                self.inbound
+                    .send(Inbound::Direct { from, payload })
+                    .await
+                    .is_ok()
             }
             Frame::Hello { .. } => true,
             Frame::Error { reason } => {
@@ -388,6 +427,8 @@ enum SessionEnd {
 async fn run_writer(shared: Arc<Shared>, addr: SocketAddr, mut rx: mpsc::Receiver<Out>) {
     let mut backoff = MIN_BACKOFF;
     let mut last_item = Instant::now();
+    // The connection was just lost: a failed reconnect is retried at once.
+    let mut lost = false;
     loop {
         match connect(&shared, addr).await {
             Ok(conn) => {
@@ -397,12 +438,14 @@ async fn run_writer(shared: Arc<Shared>, addr: SocketAddr, mut rx: mpsc::Receive
                     SessionEnd::Done => return,
                     SessionEnd::Lost => {
                         last_item = Instant::now();
+                        lost = true;
                         continue;
                     }
                 }
             }
             Err(ConnectError::Refused) => {
                 tracing::debug!("connection refused");
+                lost = false;
                 let _ = shared.inbound.send(Inbound::Unreachable { addr }).await;
             }
             Err(ConnectError::GroupMismatch) | Err(ConnectError::PeerError(_)) => {
@@ -412,8 +455,13 @@ async fn run_writer(shared: Arc<Shared>, addr: SocketAddr, mut rx: mpsc::Receive
             Err(e) => tracing::debug!(error = %e, "cannot connect"),
         }
         // Wait before trying again, dropping what is queued meanwhile.
-        let deadline = Instant::now() + backoff;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        let deadline = if std::mem::take(&mut lost) {
+            Instant::now() + RETRY_AFTER_LOSS
+        } else {
+            let d = Instant::now() + backoff;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            d
+        };
         loop {
             tokio::select! {
                 () = sleep_until(deadline) => break,
@@ -430,7 +478,7 @@ async fn run_writer(shared: Arc<Shared>, addr: SocketAddr, mut rx: mpsc::Receive
 }
 
 async fn session(shared: &Shared, mut conn: Conn, rx: &mut mpsc::Receiver<Out>) -> SessionEnd {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = Parts::default();
     loop {
         let first = tokio::select! {
             biased;
@@ -447,7 +495,6 @@ async fn session(shared: &Shared, mut conn: Conn, rx: &mut mpsc::Receiver<Out>) 
                 Ok(Some(item)) => item,
             },
         };
-        buf.clear();
         let cut = shared.faults.drops_outbound(conn.remote.node);
         append(shared, &mut buf, conn.remote, first, cut);
         while buf.len() < MAX_COALESCE {
@@ -456,10 +503,11 @@ async fn session(shared: &Shared, mut conn: Conn, rx: &mut mpsc::Receiver<Out>) 
                 Err(_) => break,
             }
         }
-        if buf.is_empty() {
+        buf.seal();
+        if buf.remaining() == 0 {
             continue;
         }
-        match timeout(WRITE_TIMEOUT, conn.wr.write_all(&buf)).await {
+        match timeout(WRITE_TIMEOUT, conn.wr.write_all_buf(&mut buf)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "write failed");
@@ -473,16 +521,162 @@ async fn session(shared: &Shared, mut conn: Conn, rx: &mut mpsc::Receiver<Out>) 
     }
 }
 
-fn append(shared: &Shared, buf: &mut BytesMut, remote: Pid, item: Out, cut: bool) {
+fn append(shared: &Shared, buf: &mut Parts, remote: Pid, item: Out, cut: bool) {
     if cut {
         return;
     }
     match item {
         Out::Msg { to, body } => {
-            if let Err(e) = put_msg_frame(buf, to.unwrap_or(remote), &body, shared.max_frame) {
+            let to = to.unwrap_or(remote);
+            let r = if body.len() >= SHARE_MIN {
+                put_msg_head(buf, to, body.len(), shared.max_frame).map(|()| buf.push_shared(body))
+            } else {
+                put_msg_frame(buf, to, &body, shared.max_frame)
+            };
+            if let Err(e) = r {
                 tracing::error!(peer = %remote, error = %e, "cannot send a message");
             }
         }
+        Out::Frame(b) if b.len() >= SHARE_MIN => buf.push_shared(b),
         Out::Frame(b) => buf.extend_from_slice(&b),
+        Out::Direct {
+            to,
+            payload,
+            permit,
+        } => {
+            let r = if payload.len() >= SHARE_MIN {
+                put_direct_head(buf, to, payload.len(), shared.max_frame)
+                    .map(|()| buf.push_shared(payload))
+            } else {
+                put_direct_frame(buf, to, &payload, shared.max_frame)
+            };
+            if let Err(e) = r {
+                tracing::error!(peer = %remote, error = %e, "cannot send a direct message");
+            }
+            drop(permit);
+        }
+    }
+}
+
+/// The bytes of one write, in order: runs of small frames copied into one
+/// buffer, and large bodies by reference. It is a [`Buf`] whose chunks go
+/// to the socket in one vectored write (`write_all_buf`), so a body shared
+/// by several peers' writers is never copied in user space.
+#[derive(Debug, Default)]
+struct Parts {
+    /// Sealed parts, not yet written.
+    parts: VecDeque<Bytes>,
+    /// Bytes in `parts`.
+    len: usize,
+    /// Small frames being gathered (sealed into `parts` before the write).
+    /// Writing into it is writing into the batch, after what is sealed.
+    small: BytesMut,
+}
+
+impl Parts {
+    /// Moves the gathered small frames to the end of the parts.
+    fn seal(&mut self) {
+        if !self.small.is_empty() {
+            let b = self.small.split().freeze();
+            self.len += b.len();
+            self.parts.push_back(b);
+        }
+    }
+
+    /// Appends `b` without copying it.
+    fn push_shared(&mut self, b: Bytes) {
+        self.seal();
+        self.len += b.len();
+        self.parts.push_back(b);
+    }
+
+    /// Bytes gathered, sealed or not.
+    fn len(&self) -> usize {
+        self.len + self.small.len()
+    }
+}
+
+impl std::ops::Deref for Parts {
+    type Target = BytesMut;
+    fn deref(&self) -> &BytesMut {
+        &self.small
+    }
+}
+
+impl std::ops::DerefMut for Parts {
+    fn deref_mut(&mut self) -> &mut BytesMut {
+        &mut self.small
+    }
+}
+
+impl Buf for Parts {
+    fn remaining(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map_or(&[], |b| &b[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        while cnt > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                return;
+            };
+            let n = cnt.min(front.len());
+            front.advance(n);
+            self.len -= n;
+            cnt -= n;
+            if front.is_empty() {
+                self.parts.pop_front();
+            }
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, b) in dst.iter_mut().zip(self.parts.iter()) {
+            *slot = io::IoSlice::new(b);
+            n += 1;
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small frames and shared bodies come out in the order they were
+    /// appended, through partial writes of any size.
+    #[test]
+    fn parts_keep_order_across_partial_writes() {
+        let big = Bytes::from(vec![7u8; SHARE_MIN + 5]);
+        let mut p = Parts::default();
+        let mut want = Vec::new();
+        for i in 0..4u8 {
+            p.extend_from_slice(&[i; 3]);
+            want.extend_from_slice(&[i; 3]);
+            if i % 2 == 1 {
+                p.push_shared(big.clone());
+                want.extend_from_slice(&big);
+            }
+        }
+        p.extend_from_slice(b"tail");
+        want.extend_from_slice(b"tail");
+        p.seal();
+        assert_eq!(p.remaining(), want.len());
+        let mut slices = [io::IoSlice::new(&[]); 16];
+        assert_eq!(p.chunks_vectored(&mut slices), 5);
+        let mut got = Vec::new();
+        let mut step = 1;
+        while p.has_remaining() {
+            let n = step.min(p.chunk().len());
+            got.extend_from_slice(&p.chunk()[..n]);
+            p.advance(n);
+            step = step * 3 + 1;
+        }
+        assert_eq!(got, want);
+        assert_eq!(p.len(), 0);
     }
 }

@@ -1,1 +1,68 @@
-//! Placeholder: see the open issue for this crate.
+//! vsync-rsm: replicated state machines on vsync.
+//!
+//! Implement [`StateMachine`] for a deterministic object, start a
+//! [`Replica`] of it in each process, and [`Replica::execute`] commands:
+//! each goes through the group's totally ordered safe multicast and every
+//! replica applies it at the same position. New members get the state by
+//! transfer from a member named by the engine, taken at the exact cut;
+//! checkpoints and (in [`Durability::Logged`] mode) a command log on disk
+//! let a group recover after every member crashed.
+//!
+//! ```no_run
+//! # use vsync_rsm::*;
+//! # async fn demo<S: StateMachine>(machine: S, cmd: S::Command) -> Result<(), RsmError> {
+//! let net = vsync_net::Config::new(1, "127.0.0.1:7000".parse().unwrap(), "counter");
+//! let mut cfg = ReplicaConfig::new(net);
+//! cfg.start = Start::Found;
+//! let replica = Replica::start(cfg, machine).await?;
+//! replica.wait_for(|s| s.role != Role::Joining).await;
+//! let _output = replica.execute(cmd).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Design
+//!
+//! - **Position**: the number of commands applied since the group's
+//!   genesis. It is carried in state transfers and checkpoints, so states
+//!   of one group are comparable across views and restarts: two replicas at
+//!   the same position hold the same state.
+//! - **One task per replica** (module `replica`) owns the state machine (inside
+//!   the sans-IO [`sansio::ReplicaCore`]), the pending requests and the
+//!   transfers; handles talk to it over a channel; `read` closures run on it.
+//!   Commands from many callers are multicast in batches.
+//! - **State transfer** ([`transfer`]): at `SendState` (right after the
+//!   donor's last delivery of the old view) the donor takes a cheap image of
+//!   its state ([`StateMachine::image`]) and streams it chunk by chunk with
+//!   point-to-point messages while it keeps serving; the joiner buffers the
+//!   new view's deliveries and applies them after restoring. A joiner whose
+//!   donor leaves, or whose transfer stalls, rejoins as a new incarnation;
+//!   a view change that removes a joiner cancels its stream.
+//! - **Checkpoints and log** ([`store`]): complete-or-absent checkpoints with
+//!   checksums in sled, every N commands or T seconds; in Logged mode every
+//!   delivered batch is appended and flushed before acknowledgement.
+//! - **Total-failure recovery** ([`Start::Recover`]): restarted members load
+//!   their checkpoint and log, form a group, and once the expected members
+//!   are in a view each multicasts its position; at the delivery of the last
+//!   claim (the same point at every member) they take the state of the
+//!   highest, by the same snapshot-at-cut transfer.
+//!
+//! The procedure and what each durability mode keeps are in
+//! docs/PROTOCOL.md, "Replicated state machines".
+#![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod machine;
+mod replica;
+pub mod sansio;
+pub mod simcheck;
+mod status;
+pub mod store;
+pub mod transfer;
+pub mod wire;
+
+pub use config::{Durability, ReplicaConfig, Start};
+pub use error::{RestoreError, RsmError};
+pub use machine::{SnapshotImage, StateMachine};
+pub use replica::Replica;
+pub use status::{ReplicaEvent, ReplicaMetrics, ReplicaStatus, Role};

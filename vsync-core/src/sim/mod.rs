@@ -14,8 +14,10 @@
 //! settled and the remaining live members are a quorum of it. Partitions are
 //! not limited: they heal.
 
+mod observer;
 mod profile;
 
+pub use observer::{Observer, ObserverHandle};
 pub use profile::Profile;
 
 use crate::checker::{self, CheckOptions, Policy, Violation};
@@ -43,8 +45,12 @@ pub struct SimOptions {
     /// The partition policy every engine runs.
     pub policy: Option<Policy>,
     /// Force the delivery modes multicasts are drawn from (otherwise drawn
-    /// from the seed; see [`Profile::modes`]).
+    /// from the seed; see [`Profile::modes`]; safe only when an observer
+    /// chooses the payloads).
     pub modes: Option<Vec<Delivery>>,
+    /// A hook that sees every application event and may choose the
+    /// workload's payloads ([`Observer`]).
+    pub observer: Option<ObserverHandle>,
 }
 
 /// What a run produced.
@@ -119,6 +125,9 @@ pub fn run(seed: u64, opts: &SimOptions) -> SimResult {
     let mut profile = Profile::draw(&mut rng, opts.size);
     if let Some(m) = opts.modes.as_ref().filter(|m| !m.is_empty()) {
         profile.modes = m.clone();
+    } else if opts.observer.is_some() {
+        // Replicated state machines need the total order.
+        profile.modes = vec![Delivery::Safe];
     }
     let mut config = Config::with_suspect_timeout(profile.suspect_timeout);
     config.policy = opts.policy.unwrap_or(Policy::PrimaryComponent);
@@ -302,11 +311,18 @@ impl Sim {
     fn app_event(&mut self, idx: usize, pid: Pid, ev: AppEvent) {
         let now = self.now;
         let hist = self.procs[idx].hist;
+        if let Some(o) = &self.opts.observer {
+            o.event(now, pid, &ev);
+        }
         let rec = match ev {
             AppEvent::View { view, joined } => {
                 self.procs[idx].view = Some(view.id);
                 self.log(|| format!("{pid} installs {view}"));
-                Some(Event::Install { view, joined })
+                Some(Event::Install {
+                    view,
+                    joined,
+                    donor: None,
+                })
             }
             AppEvent::Deliver { msg, pos, mode, .. } => {
                 let view = self.procs[idx].view.unwrap_or(msg.view);
@@ -347,7 +363,23 @@ impl Sim {
                 }
                 None
             }
-            AppEvent::SendState { .. } | AppEvent::AwaitState { .. } => None,
+            AppEvent::AwaitState { donor, view } => {
+                // The engine names the donor right after the install: note it
+                // on that install's record (for the timeline's arrow).
+                let install = self.histories[hist].records.iter_mut().rev().find_map(|r| {
+                    match &mut r.event {
+                        Event::Install {
+                            view: v, donor: d, ..
+                        } if v.id == view => Some(d),
+                        _ => None,
+                    }
+                });
+                if let Some(d) = install {
+                    *d = Some(donor);
+                }
+                None
+            }
+            AppEvent::SendState { .. } => None,
         };
         if let Some(e) = rec {
             self.histories[hist].push(now, e);
@@ -600,7 +632,11 @@ impl Sim {
         }
         self.procs[idx].sent += 1;
         let n = self.procs[idx].sent;
-        let payload = Bytes::from(format!("n{node}:{n}"));
+        let custom = match &self.opts.observer {
+            Some(o) => o.payload(Pid::new(node, self.procs[idx].inc), n),
+            None => None,
+        };
+        let payload = custom.unwrap_or_else(|| Bytes::from(format!("n{node}:{n}")));
         let k = self.profile.modes.len();
         let mode = match k {
             0 | 1 => self.profile.modes.first().copied().unwrap_or_default(),

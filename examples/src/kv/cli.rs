@@ -1,0 +1,375 @@
+//! The `vsync-kv` command line: `node`, `demo` and `status`.
+//!
+//! Guarantees: bad arguments get clap's usage message; every failure at run
+//! time is a one-line message saying what to do (never a panic). `node`
+//! prints one JSON line on standard output once it serves
+//! (`{"ready":true,"resp":...,"listen":...,"http":...}`), so scripts and
+//! tests can use OS-picked ports (`127.0.0.1:0`).
+
+use crate::kv::backend::{Backend, Standalone};
+use crate::kv::metrics::Metrics;
+use crate::kv::resp::Limits;
+use crate::kv::server::{self, ServerConfig};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A Redis-protocol key-value server replicated with virtual synchrony.
+#[derive(Debug, Parser)]
+#[command(name = "vsync-kv", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run one replica.
+    Node(NodeArgs),
+    /// Start a 3-replica cluster on this machine and walk through it.
+    Demo(DemoArgs),
+    /// Print a replica's view, members, position and role.
+    Status(StatusArgs),
+}
+
+/// How a replica persists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// State in memory; checkpoints (if any) on disk.
+    Memory,
+    /// Every applied command logged to disk before it is acknowledged.
+    Logged,
+}
+
+/// Where reads are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReadsArg {
+    /// From the local replica (fast; may miss writes still in flight
+    /// elsewhere).
+    Local,
+    /// At a position in the group's total order (sees every write
+    /// acknowledged before the read started).
+    Ordered,
+}
+
+/// `vsync-kv node`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// This node's id, unique in the cluster.
+    #[arg(long)]
+    pub id: u64,
+    /// Address for the replicas' own traffic (port 0: any free port).
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Address for Redis clients (port 0: any free port).
+    #[arg(long)]
+    pub resp: SocketAddr,
+    /// Directory for this replica's checkpoints and log.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The `--listen` address of a running replica to join through (repeat
+    /// for several). Without one, a new cluster is founded unless the data
+    /// directory holds a checkpoint to restart from.
+    #[arg(long = "seed")]
+    pub seeds: Vec<SocketAddr>,
+    /// Persistence.
+    #[arg(long, value_enum, default_value = "memory")]
+    pub durability: DurabilityArg,
+    /// Address for `/metrics` and `/status` over HTTP.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Where reads are served.
+    #[arg(long, value_enum, default_value = "local")]
+    pub reads: ReadsArg,
+    /// The cluster's name; replicas of different clusters refuse each other.
+    #[arg(long, default_value = "vsync-kv")]
+    pub group: String,
+    /// Take a checkpoint after this many applied commands (0: only on
+    /// `SAVE` and at the interval).
+    #[arg(long, default_value_t = 100_000)]
+    pub checkpoint_every: u64,
+    /// Take a checkpoint at least this often, in seconds (0: never by time).
+    #[arg(long, default_value_t = 60)]
+    pub checkpoint_secs: u64,
+    /// Largest bulk string a client may send, in bytes.
+    #[arg(long, default_value_t = crate::kv::resp::DEFAULT_MAX_BULK)]
+    pub max_bulk: usize,
+    /// How long a silent replica may be before it is suspected, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub suspect_timeout_ms: u64,
+    /// Recover after every replica stopped: load this node's checkpoint and
+    /// log, then wait for this many replicas (the last view's members)
+    /// before the most recent state is chosen. Without `--seed`, this node
+    /// founds the recovering cluster.
+    #[arg(long, value_name = "EXPECT")]
+    pub recover: Option<usize>,
+    /// Serve an unreplicated in-memory data set instead (measures the
+    /// RESP front end alone; not for real use).
+    #[arg(long, hide = true)]
+    pub standalone: bool,
+}
+
+/// `vsync-kv demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Keep the temporary data directories (their path is printed).
+    #[arg(long)]
+    pub keep: bool,
+    /// Do not pause between steps.
+    #[arg(long)]
+    pub fast: bool,
+}
+
+/// `vsync-kv status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The replica's RESP address.
+    #[arg(long)]
+    pub resp: SocketAddr,
+    /// Print the raw `INFO vsync` fields instead.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// Runs the parsed command line; `Err` is the message to print.
+pub fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Node(a) => {
+            let rt = tokio::runtime::Runtime::new()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+            rt.block_on(run_node(a))
+        }
+        Cmd::Demo(a) => crate::kv::demo::run(a),
+        Cmd::Status(a) => status(&a),
+    }
+}
+
+/// The server settings a node's arguments ask for.
+pub fn server_config(a: &NodeArgs) -> ServerConfig {
+    ServerConfig {
+        limits: Limits {
+            max_bulk: a.max_bulk,
+            ..Limits::default()
+        },
+        ordered_reads: a.reads == ReadsArg::Ordered,
+        ..ServerConfig::default()
+    }
+}
+
+/// Runs one replica until SIGTERM or Ctrl-C, then leaves cleanly.
+pub async fn run_node(a: NodeArgs) -> Result<(), String> {
+    if a.standalone {
+        return serve_until_signal(a, Standalone::new()).await;
+    }
+    let backend = crate::kv::replica::start(&a).await?;
+    serve_until_signal(a, backend).await
+}
+
+/// Binds the RESP and HTTP listeners, announces them, serves until a
+/// signal, drains the connections, then leaves the group.
+pub async fn serve_until_signal<B: Backend>(a: NodeArgs, backend: B) -> Result<(), String> {
+    let resp = tokio::net::TcpListener::bind(a.resp)
+        .await
+        .map_err(|e| format!("cannot listen for Redis clients on {}: {e}", a.resp))?;
+    let resp_addr = resp.local_addr().map_err(|e| e.to_string())?;
+    let http = match a.http {
+        None => None,
+        Some(h) => Some(
+            tokio::net::TcpListener::bind(h)
+                .await
+                .map_err(|e| format!("cannot listen for HTTP on {h}: {e}"))?,
+        ),
+    };
+    let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics = Arc::new(Metrics::default());
+    let (tx, rx) = watch::channel(false);
+    let http_task = http.map(|l| {
+        tokio::spawn(crate::kv::http::serve(
+            l,
+            backend.clone(),
+            metrics.clone(),
+            resp_addr.to_string(),
+            rx.clone(),
+        ))
+    });
+    let ready = serde_json::json!({
+        "ready": true,
+        "node": a.id,
+        "resp": resp_addr.to_string(),
+        "listen": backend.group_addr().map(|x| x.to_string()),
+        "http": http_addr.map(|x| x.to_string()),
+    });
+    println!("{ready}");
+    let _ = std::io::stdout().flush();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: finishing requests in flight, then leaving the group");
+        let _ = tx.send(true);
+    });
+    server::serve(resp, backend.clone(), server_config(&a), metrics, rx).await;
+    let left = backend.leave().await;
+    if let Some(t) = http_task {
+        let _ = t.await;
+    }
+    left.map_err(|e| format!("could not leave the group cleanly: {e}"))
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A minimal blocking RESP client (for `status` and the demo).
+#[derive(Debug)]
+pub struct RespConn {
+    addr: SocketAddr,
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl RespConn {
+    /// Connects with `timeout` for connecting and for each reply.
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, String> {
+        let s = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        let _ = s.set_nodelay(true);
+        let w = s.try_clone().map_err(|e| e.to_string())?;
+        Ok(RespConn {
+            addr,
+            r: BufReader::new(s),
+            w,
+        })
+    }
+
+    /// Sends one command and reads its reply.
+    pub fn call(&mut self, args: &[&str]) -> Result<String, String> {
+        self.pipeline(&[args.iter().map(|a| a.to_string()).collect()])?
+            .pop()
+            .ok_or_else(|| "no reply".to_string())?
+    }
+
+    /// Sends all `cmds` in one write, then reads one reply per command:
+    /// the outer `Err` is a connection failure, an inner one an error reply.
+    pub fn pipeline(
+        &mut self,
+        cmds: &[Vec<String>],
+    ) -> Result<Vec<Result<String, String>>, String> {
+        let mut req = String::new();
+        for args in cmds {
+            req.push_str(&format!("*{}\r\n", args.len()));
+            for a in args {
+                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+        }
+        let addr = self.addr;
+        self.w
+            .write_all(req.as_bytes())
+            .map_err(|e| format!("cannot send to {addr}: {e}"))?;
+        (0..cmds.len()).map(|_| self.reply()).collect()
+    }
+
+    fn reply(&mut self) -> Result<Result<String, String>, String> {
+        let addr = self.addr;
+        let mut line = String::new();
+        match self.r.read_line(&mut line) {
+            Ok(0) => return Err(format!("{addr} closed the connection")),
+            Ok(_) => {}
+            Err(e) => return Err(format!("no reply from {addr}: {e}")),
+        }
+        let line = line.trim_end();
+        match line.split_at_checked(1) {
+            Some(("+", rest)) | Some((":", rest)) => Ok(Ok(rest.to_string())),
+            Some(("-", rest)) => Ok(Err(rest.to_string())),
+            Some(("$", "-1")) => Ok(Ok(String::new())),
+            Some(("$", n)) => {
+                let n: usize = n
+                    .parse()
+                    .map_err(|_| format!("bad reply from {addr}: {line}"))?;
+                let mut buf = vec![0; n + 2];
+                self.r
+                    .read_exact(&mut buf)
+                    .map_err(|e| format!("short reply from {addr}: {e}"))?;
+                buf.truncate(n);
+                Ok(Ok(String::from_utf8_lossy(&buf).into_owned()))
+            }
+            _ => Err(format!("unexpected reply from {addr}: {line}")),
+        }
+    }
+}
+
+/// Sends one command over a new connection and returns the reply's text
+/// (a bulk, integer or status reply); an error reply becomes `Err`.
+pub fn resp_call(addr: SocketAddr, args: &[&str], timeout: Duration) -> Result<String, String> {
+    RespConn::connect(addr, timeout)?.call(args)
+}
+
+/// The `vsync_*` fields of `INFO vsync`, without the prefix.
+pub fn vsync_info(addr: SocketAddr) -> Result<Vec<(String, String)>, String> {
+    let text = resp_call(addr, &["INFO", "vsync"], Duration::from_secs(3))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("vsync_"))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect())
+}
+
+/// `vsync-kv status`.
+fn status(a: &StatusArgs) -> Result<(), String> {
+    let fields = vsync_info(a.resp)?;
+    if a.raw {
+        for (k, v) in &fields {
+            println!("{k}: {v}");
+        }
+        return Ok(());
+    }
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("?")
+    };
+    println!(
+        "replica   {} (node {}) at {}",
+        get("pid"),
+        get("node"),
+        a.resp
+    );
+    println!("view      {}", get("view"));
+    println!(
+        "members   {} ({})",
+        get("members").replace(',', ", "),
+        get("member_count")
+    );
+    println!("position  {} commands applied", get("position"));
+    println!("role      {}", get("role"));
+    println!("partition {}", get("partition"));
+    Ok(())
+}

@@ -1,0 +1,532 @@
+//! Turns a request's arguments into a typed [`Request`]: command lookup,
+//! arity and option checks, with Redis' own error texts.
+//!
+//! Guarantees: [`parse`] never panics; it either returns a [`Request`]
+//! whose fields are all valid, or the exact error line Redis would send
+//! (so that clients and tests that match on Redis errors work unchanged).
+//! Relative expiries stay relative here; the server turns them into
+//! absolute deadlines (see [`crate::kv::machine`]) before replication.
+
+use bytes::Bytes;
+
+/// How a `SET` is conditioned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SetCond {
+    /// Always set.
+    Always,
+    /// `NX`: only if the key does not exist.
+    IfAbsent,
+    /// `XX`: only if the key exists.
+    IfPresent,
+}
+
+/// A `SET` expiry as the client gave it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetExpiry {
+    /// No option: the key loses any expiry.
+    None,
+    /// `EX s` / `PX ms`: expire this many milliseconds from now.
+    In(u64),
+    /// `KEEPTTL`: keep the key's current expiry.
+    Keep,
+}
+
+/// `INFO`'s optional section argument, already lower-cased.
+pub type Section = Option<String>;
+
+/// A parsed client request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `PING [message]`.
+    Ping(Option<Bytes>),
+    /// `ECHO message`.
+    Echo(Bytes),
+    /// `GET key`.
+    Get(Bytes),
+    /// `SET key value [NX|XX] [EX s|PX ms|KEEPTTL]`.
+    Set {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// NX / XX.
+        cond: SetCond,
+        /// EX / PX / KEEPTTL.
+        expiry: SetExpiry,
+    },
+    /// `DEL key...`.
+    Del(Vec<Bytes>),
+    /// `EXISTS key...`.
+    Exists(Vec<Bytes>),
+    /// `INCR`, `DECR`, `INCRBY`, `DECRBY`: add `delta`.
+    IncrBy(Bytes, i64),
+    /// `MGET key...`.
+    MGet(Vec<Bytes>),
+    /// `MSET key value...`.
+    MSet(Vec<(Bytes, Bytes)>),
+    /// `DBSIZE`.
+    DbSize,
+    /// `FLUSHDB [ASYNC|SYNC]`.
+    FlushDb,
+    /// `KEYS pattern`.
+    Keys(Bytes),
+    /// `INFO [section]`.
+    Info(Section),
+    /// `DEBUG DIGEST`.
+    DebugDigest,
+    /// `QUIT`.
+    Quit,
+    /// `SELECT 0` (only database 0 exists).
+    Select,
+    /// `CONFIG GET pattern`: answered with an empty list (tools probe it).
+    ConfigGet,
+    /// `CLIENT ...`: accepted and ignored (client libraries send it).
+    Client,
+    /// `COMMAND ...`: answered with an empty list (redis-cli probes it).
+    Command,
+    /// `SAVE`: take a checkpoint of this replica now.
+    Save,
+}
+
+impl Request {
+    /// True for commands that change the data set (they go through the
+    /// group); false for those answered locally.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Request::Set { .. }
+                | Request::Del(_)
+                | Request::IncrBy(..)
+                | Request::MSet(_)
+                | Request::FlushDb
+        )
+    }
+
+    /// True for commands that read the data set.
+    pub fn reads_data(&self) -> bool {
+        matches!(
+            self,
+            Request::Get(_)
+                | Request::Exists(_)
+                | Request::MGet(_)
+                | Request::DbSize
+                | Request::Keys(_)
+                | Request::DebugDigest
+        )
+    }
+
+    /// The command's name for metrics (lower case, a fixed set).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping(_) => "ping",
+            Request::Echo(_) => "echo",
+            Request::Get(_) => "get",
+            Request::Set { .. } => "set",
+            Request::Del(_) => "del",
+            Request::Exists(_) => "exists",
+            Request::IncrBy(..) => "incrby",
+            Request::MGet(_) => "mget",
+            Request::MSet(_) => "mset",
+            Request::DbSize => "dbsize",
+            Request::FlushDb => "flushdb",
+            Request::Keys(_) => "keys",
+            Request::Info(_) => "info",
+            Request::DebugDigest => "debug",
+            Request::Quit => "quit",
+            Request::Select => "select",
+            Request::ConfigGet => "config",
+            Request::Client => "client",
+            Request::Command => "command",
+            Request::Save => "save",
+        }
+    }
+}
+
+/// Every command name [`parse`] knows, for metrics labels.
+pub const COMMAND_NAMES: &[&str] = &[
+    "ping", "echo", "get", "set", "del", "exists", "incrby", "mget", "mset", "dbsize", "flushdb",
+    "keys", "info", "debug", "quit", "select", "config", "client", "command", "save",
+];
+
+/// Redis' wrong-arity error for `name`.
+fn arity(name: &str) -> String {
+    format!("ERR wrong number of arguments for '{name}' command")
+}
+
+/// Lossy text of a client-supplied word, cut to keep error lines short.
+fn show(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    s.chars().take(128).collect()
+}
+
+/// Parses a signed 64-bit integer the way Redis does (no spaces, no `+`).
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 20 || b.first() == Some(&b'+') {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// Parses `args` (the first is the command name). `Err` holds the error
+/// line to send (without the leading `-`).
+pub fn parse(args: &[Bytes]) -> Result<Request, String> {
+    let Some((name, rest)) = args.split_first() else {
+        return Err("ERR empty command".into());
+    };
+    let lname = String::from_utf8_lossy(name).to_ascii_lowercase();
+    let n = rest.len();
+    let need = |ok: bool| if ok { Ok(()) } else { Err(arity(&lname)) };
+    let req = match lname.as_str() {
+        "ping" => {
+            need(n <= 1)?;
+            Request::Ping(rest.first().cloned())
+        }
+        "echo" => {
+            need(n == 1)?;
+            Request::Echo(rest[0].clone())
+        }
+        "get" => {
+            need(n == 1)?;
+            Request::Get(rest[0].clone())
+        }
+        "set" => {
+            need(n >= 2)?;
+            parse_set(rest)?
+        }
+        "del" | "unlink" => {
+            need(n >= 1)?;
+            Request::Del(rest.to_vec())
+        }
+        "exists" => {
+            need(n >= 1)?;
+            Request::Exists(rest.to_vec())
+        }
+        "incr" | "decr" => {
+            need(n == 1)?;
+            Request::IncrBy(rest[0].clone(), if lname == "incr" { 1 } else { -1 })
+        }
+        "incrby" | "decrby" => {
+            need(n == 2)?;
+            let d = parse_i64(&rest[1]).ok_or("ERR value is not an integer or out of range")?;
+            let d = if lname == "incrby" {
+                d
+            } else {
+                d.checked_neg().ok_or("ERR decrement would overflow")?
+            };
+            Request::IncrBy(rest[0].clone(), d)
+        }
+        "mget" => {
+            need(n >= 1)?;
+            Request::MGet(rest.to_vec())
+        }
+        "mset" => {
+            need(n >= 2 && n % 2 == 0)?;
+            Request::MSet(
+                rest.chunks_exact(2)
+                    .map(|p| (p[0].clone(), p[1].clone()))
+                    .collect(),
+            )
+        }
+        "dbsize" => {
+            need(n == 0)?;
+            Request::DbSize
+        }
+        "flushdb" | "flushall" => {
+            need(n <= 1)?;
+            if let Some(mode) = rest.first() {
+                let m = mode.to_ascii_lowercase();
+                if m != b"async" && m != b"sync" {
+                    return Err("ERR syntax error".into());
+                }
+            }
+            Request::FlushDb
+        }
+        "keys" => {
+            need(n == 1)?;
+            Request::Keys(rest[0].clone())
+        }
+        "info" => Request::Info(
+            rest.first()
+                .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase()),
+        ),
+        "debug" => {
+            need(n >= 1)?;
+            if rest[0].eq_ignore_ascii_case(b"digest") && n == 1 {
+                Request::DebugDigest
+            } else {
+                return Err(format!(
+                    "ERR unknown subcommand '{}'. Try DEBUG DIGEST.",
+                    show(&rest[0])
+                ));
+            }
+        }
+        "quit" => Request::Quit,
+        "select" => {
+            need(n == 1)?;
+            match parse_i64(&rest[0]) {
+                Some(0) => Request::Select,
+                Some(_) => return Err("ERR DB index is out of range".into()),
+                None => return Err("ERR value is not an integer or out of range".into()),
+            }
+        }
+        "config" => {
+            need(n >= 1)?;
+            if rest[0].eq_ignore_ascii_case(b"get") {
+                Request::ConfigGet
+            } else {
+                return Err(format!(
+                    "ERR unknown subcommand '{}'. Try CONFIG GET.",
+                    show(&rest[0])
+                ));
+            }
+        }
+        "client" => Request::Client,
+        "command" => Request::Command,
+        "save" => {
+            need(n == 0)?;
+            Request::Save
+        }
+        _ => {
+            let mut msg = format!(
+                "ERR unknown command '{}', with args beginning with: ",
+                show(name)
+            );
+            for a in rest.iter().take(4) {
+                msg.push_str(&format!("'{}' ", show(a)));
+            }
+            return Err(msg);
+        }
+    };
+    Ok(req)
+}
+
+/// `SET key value` options.
+fn parse_set(rest: &[Bytes]) -> Result<Request, String> {
+    let mut cond = SetCond::Always;
+    let mut expiry = SetExpiry::None;
+    let mut i = 2;
+    let syntax = || "ERR syntax error".to_string();
+    while let Some(opt) = rest.get(i) {
+        let o = opt.to_ascii_lowercase();
+        match o.as_slice() {
+            b"nx" if cond == SetCond::Always => cond = SetCond::IfAbsent,
+            b"xx" if cond == SetCond::Always => cond = SetCond::IfPresent,
+            b"keepttl" if expiry == SetExpiry::None => expiry = SetExpiry::Keep,
+            b"ex" | b"px" if expiry == SetExpiry::None => {
+                i += 1;
+                let v = rest.get(i).ok_or_else(syntax)?;
+                let v = parse_i64(v).ok_or("ERR value is not an integer or out of range")?;
+                let ms = if o.as_slice() == b"ex" {
+                    v.checked_mul(1000)
+                } else {
+                    Some(v)
+                };
+                match ms {
+                    Some(ms) if ms > 0 => expiry = SetExpiry::In(ms as u64),
+                    _ => return Err("ERR invalid expire time in 'set' command".into()),
+                }
+            }
+            _ => return Err(syntax()),
+        }
+        i += 1;
+    }
+    Ok(Request::Set {
+        key: rest[0].clone(),
+        value: rest[1].clone(),
+        cond,
+        expiry,
+    })
+}
+
+/// Redis' glob matching (`*`, `?`, `[abc]`, `[^a-z]`, `\x`), on bytes.
+/// Iterative with backtracking to the last `*`, so no input can make it
+/// recurse deeply.
+pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        let mut advanced = false;
+        if let Some(&pc) = pattern.get(p) {
+            match pc {
+                b'*' => {
+                    star = Some((p, i));
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    i += 1;
+                    advanced = true;
+                }
+                b'[' => {
+                    if let Some((matched, next)) = class_match(pattern, p, s[i]) {
+                        if matched {
+                            p = next;
+                            i += 1;
+                            advanced = true;
+                        }
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() => {
+                    if pattern[p + 1] == s[i] {
+                        p += 2;
+                        i += 1;
+                        advanced = true;
+                    }
+                }
+                c => {
+                    if c == s[i] {
+                        p += 1;
+                        i += 1;
+                        advanced = true;
+                    }
+                }
+            }
+        }
+        if !advanced {
+            match star {
+                Some((sp, si)) => {
+                    p = sp + 1;
+                    i = si + 1;
+                    star = Some((sp, si + 1));
+                }
+                None => return false,
+            }
+        }
+    }
+    pattern
+        .get(p..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
+}
+
+/// Matches byte `c` against the class starting at `pattern[p] == b'['`.
+/// Returns whether it matched and the index after the class.
+fn class_match(pattern: &[u8], p: usize, c: u8) -> Option<(bool, usize)> {
+    let mut j = p + 1;
+    let negate = pattern.get(j) == Some(&b'^');
+    if negate {
+        j += 1;
+    }
+    let mut matched = false;
+    loop {
+        match pattern.get(j) {
+            None => return Some((matched != negate, j)), // unterminated: Redis treats the end as ']'
+            Some(b']') => return Some((matched != negate, j + 1)),
+            Some(b'\\') if j + 1 < pattern.len() => {
+                matched |= pattern[j + 1] == c;
+                j += 2;
+            }
+            Some(&lo)
+                if pattern.get(j + 1) == Some(&b'-')
+                    && j + 2 < pattern.len()
+                    && pattern[j + 2] != b']' =>
+            {
+                let hi = pattern[j + 2];
+                let (a, b) = if lo <= hi { (lo, hi) } else { (hi, lo) };
+                matched |= a <= c && c <= b;
+                j += 3;
+            }
+            Some(&x) => {
+                matched |= x == c;
+                j += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<Bytes> {
+        s.split(' ').map(|w| Bytes::from(w.to_string())).collect()
+    }
+
+    #[test]
+    fn set_options() {
+        assert_eq!(
+            parse(&args("SET k v NX PX 100")),
+            Ok(Request::Set {
+                key: "k".into(),
+                value: "v".into(),
+                cond: SetCond::IfAbsent,
+                expiry: SetExpiry::In(100)
+            })
+        );
+        assert_eq!(
+            parse(&args("set k v ex 2 xx")),
+            Ok(Request::Set {
+                key: "k".into(),
+                value: "v".into(),
+                cond: SetCond::IfPresent,
+                expiry: SetExpiry::In(2000)
+            })
+        );
+        assert_eq!(
+            parse(&args("SET k v NX XX")),
+            Err("ERR syntax error".into())
+        );
+        assert_eq!(parse(&args("SET k v EX")), Err("ERR syntax error".into()));
+        assert_eq!(
+            parse(&args("SET k v EX 0")),
+            Err("ERR invalid expire time in 'set' command".into())
+        );
+        assert_eq!(
+            parse(&args("SET k v EX x")),
+            Err("ERR value is not an integer or out of range".into())
+        );
+        assert_eq!(
+            parse(&args("SET k v EX 9223372036854775807")),
+            Err("ERR invalid expire time in 'set' command".into())
+        );
+    }
+
+    #[test]
+    fn arity_and_unknown() {
+        assert_eq!(
+            parse(&args("GET")),
+            Err("ERR wrong number of arguments for 'get' command".into())
+        );
+        assert_eq!(
+            parse(&args("MSET a")),
+            Err("ERR wrong number of arguments for 'mset' command".into())
+        );
+        assert_eq!(
+            parse(&args("MSET a b c")),
+            Err("ERR wrong number of arguments for 'mset' command".into())
+        );
+        assert!(
+            parse(&args("FOO bar"))
+                .unwrap_err()
+                .starts_with("ERR unknown command 'FOO'")
+        );
+        assert_eq!(
+            parse(&args("DECRBY k -9223372036854775808")),
+            Err("ERR decrement would overflow".into())
+        );
+        assert!(parse(&args("INCR k")).unwrap().is_write());
+        assert!(!parse(&args("GET k")).unwrap().is_write());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(b"*", b"anything"));
+        assert!(glob_match(b"h?llo", b"hello"));
+        assert!(glob_match(b"h*llo", b"heeeello"));
+        assert!(glob_match(b"h[ae]llo", b"hallo"));
+        assert!(!glob_match(b"h[ae]llo", b"hillo"));
+        assert!(glob_match(b"h[^e]llo", b"hallo"));
+        assert!(!glob_match(b"h[^e]llo", b"hello"));
+        assert!(glob_match(b"h[a-c]llo", b"hbllo"));
+        assert!(glob_match(b"h\\*llo", b"h*llo"));
+        assert!(!glob_match(b"h\\*llo", b"hello"));
+        assert!(glob_match(b"user:*:name", b"user:42:name"));
+        assert!(!glob_match(b"user:*:name", b"user:42:age"));
+        assert!(glob_match(b"", b""));
+        assert!(!glob_match(b"", b"a"));
+        assert!(glob_match(b"a*", b"a"));
+        // Pathological pattern: must finish quickly (no exponential backtracking).
+        let s = vec![b'a'; 2000];
+        assert!(!glob_match(b"*a*a*a*a*a*a*a*b", &s));
+    }
+}

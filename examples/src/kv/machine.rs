@@ -1,0 +1,477 @@
+//! The replicated data set: [`KvStore`], the write commands that travel
+//! through the group ([`KvCommand`]), and their results.
+//!
+//! Guarantees:
+//! - **Deterministic apply.** [`KvStore::apply`] reads no clock and no
+//!   randomness: an expiry is an absolute deadline (ms since the Unix
+//!   epoch) fixed by the node that took the client's request, and every
+//!   command carries that node's `now`, which `apply` uses to decide which
+//!   keys have expired. Replicas that applied the same commands hold the
+//!   same map, so [`KvStore::digest`] is equal on replicas at the same
+//!   position.
+//! - **Cheap snapshots.** The map is an [`imbl::OrdMap`]: cloning it is
+//!   O(1), so a donor can stream a snapshot while it keeps applying.
+//! - Reads ([`KvStore::get`] and friends) take the *reader's* clock and
+//!   treat an expired key as absent; expired keys are removed by later
+//!   writes to them and by [`WriteOp::PurgeExpired`].
+
+use crate::kv::command::SetCond;
+use bytes::Bytes;
+use imbl::OrdMap;
+use serde::{Deserialize, Serialize};
+
+/// One stored value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The value.
+    pub value: Bytes,
+    /// When it expires, in ms since the Unix epoch.
+    pub expire_at: Option<u64>,
+}
+
+impl Entry {
+    /// True if the entry has not expired at `now`.
+    pub fn live(&self, now: u64) -> bool {
+        self.expire_at.is_none_or(|t| t > now)
+    }
+}
+
+/// What a `SET` does to the key's expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expire {
+    /// Remove any expiry.
+    Never,
+    /// Expire at this absolute time (ms since the Unix epoch).
+    At(u64),
+    /// Keep the current expiry (`KEEPTTL`).
+    Keep,
+}
+
+/// One write, as replicated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// `SET`.
+    Set {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// NX / XX.
+        cond: SetCond,
+        /// The expiry.
+        expire: Expire,
+    },
+    /// `DEL`: replies with the number of live keys removed.
+    Del(Vec<Bytes>),
+    /// `INCRBY` (and INCR, DECR, DECRBY).
+    IncrBy(Bytes, i64),
+    /// `MSET`.
+    MSet(Vec<(Bytes, Bytes)>),
+    /// `FLUSHDB`.
+    FlushDb,
+    /// Removes every key expired at the command's `now`.
+    PurgeExpired,
+}
+
+/// A batch of writes from one client connection (a pipeline's run of
+/// writes), applied in order as one replicated command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvCommand {
+    /// The issuing node's clock (ms since the Unix epoch) when it took the
+    /// request: `apply` decides expiry with it, never with its own clock.
+    pub now: u64,
+    /// The writes, in the client's order.
+    pub ops: Vec<WriteOp>,
+}
+
+/// The result of one [`WriteOp`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteResult {
+    /// `+OK`.
+    Ok,
+    /// The nil bulk (a `SET NX`/`XX` that did not apply).
+    Nil,
+    /// An integer reply.
+    Int(i64),
+    /// An error reply (the text after `-`).
+    Err(String),
+}
+
+/// The data set.
+#[derive(Clone, Debug, Default)]
+pub struct KvStore {
+    map: OrdMap<Bytes, Entry>,
+    /// How many entries have an expiry (so `DBSIZE` is O(1) without any).
+    expiring: usize,
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl KvStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a store from entries (a restored snapshot).
+    pub fn from_entries(entries: impl IntoIterator<Item = (Bytes, Entry)>) -> Self {
+        let mut s = KvStore::new();
+        for (k, e) in entries {
+            s.insert(k, e);
+        }
+        s
+    }
+
+    /// The map (O(1) to clone: a snapshot).
+    pub fn map(&self) -> &OrdMap<Bytes, Entry> {
+        &self.map
+    }
+
+    /// Number of stored entries, expired or not.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True if nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Number of entries with an expiry.
+    pub fn expiring(&self) -> usize {
+        self.expiring
+    }
+
+    /// Stores `e` under `key` as is (restoring a snapshot).
+    pub fn put_entry(&mut self, key: Bytes, e: Entry) {
+        self.insert(key, e);
+    }
+
+    fn insert(&mut self, key: Bytes, e: Entry) {
+        let new_exp = e.expire_at.is_some();
+        if let Some(old) = self.map.insert(key, e) {
+            if old.expire_at.is_some() {
+                self.expiring -= 1;
+            }
+        }
+        if new_exp {
+            self.expiring += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let old = self.map.remove(key)?;
+        if old.expire_at.is_some() {
+            self.expiring -= 1;
+        }
+        Some(old)
+    }
+
+    /// The live entry of `key` at `now`.
+    fn live(&self, key: &[u8], now: u64) -> Option<&Entry> {
+        self.map.get(key).filter(|e| e.live(now))
+    }
+
+    /// Applies a replicated command. Deterministic: depends only on the
+    /// store and `cmd`.
+    pub fn apply(&mut self, cmd: KvCommand) -> Vec<WriteResult> {
+        let now = cmd.now;
+        cmd.ops
+            .into_iter()
+            .map(|op| self.apply_op(op, now))
+            .collect()
+    }
+
+    fn apply_op(&mut self, op: WriteOp, now: u64) -> WriteResult {
+        match op {
+            WriteOp::Set {
+                key,
+                value,
+                cond,
+                expire,
+            } => {
+                let current = self.live(&key, now);
+                let ok = match cond {
+                    SetCond::Always => true,
+                    SetCond::IfAbsent => current.is_none(),
+                    SetCond::IfPresent => current.is_some(),
+                };
+                if !ok {
+                    return WriteResult::Nil;
+                }
+                let expire_at = match expire {
+                    Expire::Never => None,
+                    Expire::At(t) => Some(t),
+                    Expire::Keep => current.and_then(|e| e.expire_at),
+                };
+                self.insert(key, Entry { value, expire_at });
+                WriteResult::Ok
+            }
+            WriteOp::Del(keys) => {
+                let mut n = 0;
+                for k in keys {
+                    if self.remove(&k).is_some_and(|e| e.live(now)) {
+                        n += 1;
+                    }
+                }
+                WriteResult::Int(n)
+            }
+            WriteOp::IncrBy(key, delta) => {
+                let (cur, expire_at) = match self.live(&key, now) {
+                    None => (0, None),
+                    Some(e) => match crate::kv::command::parse_i64(&e.value) {
+                        Some(v) => (v, e.expire_at),
+                        None => {
+                            return WriteResult::Err(
+                                "ERR value is not an integer or out of range".into(),
+                            );
+                        }
+                    },
+                };
+                let Some(v) = cur.checked_add(delta) else {
+                    return WriteResult::Err("ERR increment or decrement would overflow".into());
+                };
+                self.insert(
+                    key,
+                    Entry {
+                        value: Bytes::from(v.to_string()),
+                        expire_at,
+                    },
+                );
+                WriteResult::Int(v)
+            }
+            WriteOp::MSet(pairs) => {
+                for (k, v) in pairs {
+                    self.insert(
+                        k,
+                        Entry {
+                            value: v,
+                            expire_at: None,
+                        },
+                    );
+                }
+                WriteResult::Ok
+            }
+            WriteOp::FlushDb => {
+                self.map = OrdMap::new();
+                self.expiring = 0;
+                WriteResult::Ok
+            }
+            WriteOp::PurgeExpired => {
+                if self.expiring == 0 {
+                    return WriteResult::Int(0);
+                }
+                let dead: Vec<Bytes> = self
+                    .map
+                    .iter()
+                    .filter(|(_, e)| !e.live(now))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in &dead {
+                    self.remove(k);
+                }
+                WriteResult::Int(dead.len() as i64)
+            }
+        }
+    }
+
+    /// `GET` at the reader's `now`.
+    pub fn get(&self, key: &[u8], now: u64) -> Option<&Bytes> {
+        self.live(key, now).map(|e| &e.value)
+    }
+
+    /// `EXISTS`: how many of `keys` are live (duplicates count again).
+    pub fn exists(&self, keys: &[Bytes], now: u64) -> i64 {
+        keys.iter().filter(|k| self.live(k, now).is_some()).count() as i64
+    }
+
+    /// `DBSIZE`: live keys at `now`.
+    pub fn dbsize(&self, now: u64) -> usize {
+        if self.expiring == 0 {
+            self.map.len()
+        } else {
+            self.map.values().filter(|e| e.live(now)).count()
+        }
+    }
+
+    /// `KEYS pattern`: live keys matching, in key order.
+    pub fn keys(&self, pattern: &[u8], now: u64) -> Vec<Bytes> {
+        self.map
+            .iter()
+            .filter(|(k, e)| e.live(now) && crate::kv::command::glob_match(pattern, k))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// A stable hash of the whole data set (keys in order, values and
+    /// expiries, expired-but-not-purged entries included), as 32 hex
+    /// digits; all zeros for an empty set, like Redis.
+    pub fn digest(&self) -> String {
+        if self.map.is_empty() {
+            return "0".repeat(32);
+        }
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(0);
+        for (k, e) in self.map.iter() {
+            h.update(&(k.len() as u64).to_le_bytes());
+            h.update(k);
+            h.update(&(e.value.len() as u64).to_le_bytes());
+            h.update(&e.value);
+            match e.expire_at {
+                None => h.update(&[0]),
+                Some(t) => {
+                    h.update(&[1]);
+                    h.update(&t.to_le_bytes());
+                }
+            }
+        }
+        format!("{:032x}", h.digest128())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(k: &str, v: &str) -> WriteOp {
+        WriteOp::Set {
+            key: k.to_string().into(),
+            value: v.to_string().into(),
+            cond: SetCond::Always,
+            expire: Expire::Never,
+        }
+    }
+
+    fn cmd(now: u64, ops: Vec<WriteOp>) -> KvCommand {
+        KvCommand { now, ops }
+    }
+
+    #[test]
+    fn set_get_conditions_and_expiry() {
+        let mut s = KvStore::new();
+        assert_eq!(
+            s.apply(cmd(100, vec![set("a", "1")])),
+            vec![WriteResult::Ok]
+        );
+        let nx = WriteOp::Set {
+            key: "a".into(),
+            value: "2".into(),
+            cond: SetCond::IfAbsent,
+            expire: Expire::Never,
+        };
+        assert_eq!(s.apply(cmd(100, vec![nx.clone()])), vec![WriteResult::Nil]);
+        let xx = WriteOp::Set {
+            key: "b".into(),
+            value: "2".into(),
+            cond: SetCond::IfPresent,
+            expire: Expire::Never,
+        };
+        assert_eq!(s.apply(cmd(100, vec![xx])), vec![WriteResult::Nil]);
+        let ex = WriteOp::Set {
+            key: "t".into(),
+            value: "x".into(),
+            cond: SetCond::Always,
+            expire: Expire::At(150),
+        };
+        s.apply(cmd(100, vec![ex]));
+        assert_eq!(s.get(b"t", 149).map(|b| &b[..]), Some(&b"x"[..]));
+        assert_eq!(s.get(b"t", 150), None);
+        assert_eq!(s.dbsize(149), 2);
+        assert_eq!(s.dbsize(150), 1);
+        // At the command's now the key has expired: NX applies, expiry cleared.
+        let nx_t = WriteOp::Set {
+            key: "t".into(),
+            value: "y".into(),
+            cond: SetCond::IfAbsent,
+            expire: Expire::Never,
+        };
+        assert_eq!(s.apply(cmd(200, vec![nx_t])), vec![WriteResult::Ok]);
+        assert_eq!(s.expiring(), 0);
+        assert_eq!(s.get(b"t", u64::MAX).map(|b| &b[..]), Some(&b"y"[..]));
+    }
+
+    #[test]
+    fn incr_del_mset_flush_purge() {
+        let mut s = KvStore::new();
+        let r = s.apply(cmd(
+            1,
+            vec![
+                WriteOp::IncrBy("n".into(), 5),
+                WriteOp::IncrBy("n".into(), -7),
+                set("s", "abc"),
+                WriteOp::IncrBy("s".into(), 1),
+                set("m", "9223372036854775807"),
+                WriteOp::IncrBy("m".into(), 1),
+                WriteOp::MSet(vec![("x".into(), "1".into()), ("y".into(), "2".into())]),
+                WriteOp::Del(vec!["x".into(), "x".into(), "nope".into()]),
+            ],
+        ));
+        assert_eq!(
+            r,
+            vec![
+                WriteResult::Int(5),
+                WriteResult::Int(-2),
+                WriteResult::Ok,
+                WriteResult::Err("ERR value is not an integer or out of range".into()),
+                WriteResult::Ok,
+                WriteResult::Err("ERR increment or decrement would overflow".into()),
+                WriteResult::Ok,
+                WriteResult::Int(1),
+            ]
+        );
+        assert_eq!(
+            s.keys(b"*", 1),
+            vec![
+                Bytes::from("m"),
+                Bytes::from("n"),
+                Bytes::from("s"),
+                Bytes::from("y")
+            ]
+        );
+        let ex = WriteOp::Set {
+            key: "e".into(),
+            value: "v".into(),
+            cond: SetCond::Always,
+            expire: Expire::At(10),
+        };
+        s.apply(cmd(1, vec![ex]));
+        assert_eq!(
+            s.apply(cmd(11, vec![WriteOp::PurgeExpired])),
+            vec![WriteResult::Int(1)]
+        );
+        assert_eq!(s.len(), 4);
+        s.apply(cmd(11, vec![WriteOp::FlushDb]));
+        assert!(s.is_empty());
+        assert_eq!(s.digest(), "0".repeat(32));
+    }
+
+    #[test]
+    fn digest_depends_on_contents_not_history() {
+        let mut a = KvStore::new();
+        let mut b = KvStore::new();
+        a.apply(cmd(1, vec![set("k1", "v1"), set("k2", "v2")]));
+        b.apply(cmd(
+            5,
+            vec![
+                set("k2", "v2"),
+                set("zz", "1"),
+                set("k1", "v1"),
+                WriteOp::Del(vec!["zz".into()]),
+            ],
+        ));
+        assert_eq!(a.digest(), b.digest());
+        b.apply(cmd(5, vec![set("k1", "v1'")]));
+        assert_ne!(a.digest(), b.digest());
+        // Moving bytes between key and value must change the digest.
+        let mut c = KvStore::new();
+        let mut d = KvStore::new();
+        c.apply(cmd(1, vec![set("ab", "c")]));
+        d.apply(cmd(1, vec![set("a", "bc")]));
+        assert_ne!(c.digest(), d.digest());
+    }
+}

@@ -1,0 +1,537 @@
+//! The RESP front end: accepts connections and answers requests, sending
+//! writes through the group and answering reads from the local replica.
+//!
+//! How a connection is served: every complete request already received is
+//! parsed (up to [`ServerConfig::max_batch`]); consecutive writes are sent
+//! as **one** replicated command (a pipeline of 16 SETs costs one
+//! multicast), consecutive reads run in **one** read of the data set, and
+//! the replies go back in request order in one socket write. A read that
+//! follows a write on the same connection waits for that write, so a
+//! client always reads its own writes. Each connection has at most one
+//! command in flight; many connections are in flight at once, which is
+//! what lets the group batch them.
+//!
+//! Guarantees: no input closes anything but its own connection. An unknown
+//! command, wrong arity or bad option gets Redis' error and the connection
+//! goes on; a malformed frame gets `-ERR Protocol error: ...` and that
+//! connection is closed (the byte stream cannot be resynchronised, as in
+//! Redis). On shutdown the listener stops, requests already being served
+//! are finished and answered, then connections close.
+
+use crate::kv::backend::{Backend, BackendMetrics, NodeStatus};
+use crate::kv::command::{self, Request, SetExpiry};
+use crate::kv::machine::{Expire, KvCommand, KvStore, WriteOp, WriteResult, now_ms};
+use crate::kv::metrics::Metrics;
+use crate::kv::resp::{self, Limits};
+use bytes::{Bytes, BytesMut};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How the server behaves.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Request size limits.
+    pub limits: Limits,
+    /// Serve reads at a position in the group's order instead of locally.
+    pub ordered_reads: bool,
+    /// At most this many requests of one connection are handled together.
+    pub max_batch: usize,
+    /// A run of writes is cut into several replicated commands once its
+    /// keys and values exceed this many bytes.
+    pub max_command_bytes: usize,
+    /// How long shutdown waits for connections to finish their requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::default(),
+            ordered_reads: false,
+            max_batch: 1024,
+            max_command_bytes: 256 * 1024,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every connection shares.
+struct Ctx<B> {
+    backend: B,
+    cfg: ServerConfig,
+    metrics: Arc<Metrics>,
+    resp_addr: SocketAddr,
+}
+
+/// Serves RESP on `listener` until `shutdown` turns true, then drains.
+pub async fn serve<B: Backend>(
+    listener: TcpListener,
+    backend: B,
+    cfg: ServerConfig,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let resp_addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let drain = cfg.drain_timeout;
+    let ctx = Arc::new(Ctx {
+        backend,
+        cfg,
+        metrics,
+        resp_addr,
+    });
+    let mut conns = JoinSet::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((sock, peer)) => {
+                    tracing::debug!(%peer, "RESP connection");
+                    conns.spawn(connection(sock, ctx.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drained =
+        tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            "{} connections still busy after {drain:?}; closing them",
+            conns.len()
+        );
+        conns.abort_all();
+    }
+}
+
+/// Serves one connection.
+async fn connection<B: Backend>(
+    mut sock: TcpStream,
+    ctx: Arc<Ctx<B>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    ctx.metrics.connection_opened();
+    let _ = sock.set_nodelay(true);
+    let mut inbuf = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let mut reqs = Vec::new();
+        let mut perr = None;
+        while reqs.len() < ctx.cfg.max_batch {
+            match resp::parse_request(&mut inbuf, &ctx.cfg.limits) {
+                Ok(Some(args)) => reqs.push(args),
+                Ok(None) => break,
+                Err(e) => {
+                    perr = Some(e);
+                    break;
+                }
+            }
+        }
+        let more = reqs.len() >= ctx.cfg.max_batch;
+        let quit = if reqs.is_empty() {
+            false
+        } else {
+            process(&ctx, reqs, &mut out).await
+        };
+        if let Some(e) = &perr {
+            ctx.metrics.protocol_error();
+            resp::error(&mut out, &format!("ERR {e}"));
+        }
+        if !out.is_empty() {
+            if sock.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+            if out.capacity() > 1024 * 1024 {
+                out = BytesMut::with_capacity(16 * 1024);
+            }
+        }
+        if quit || perr.is_some() {
+            break;
+        }
+        if more {
+            continue;
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        if inbuf.capacity() - inbuf.len() < 4096 {
+            inbuf.reserve(16 * 1024);
+        }
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            r = sock.read_buf(&mut inbuf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+        }
+    }
+    let _ = sock.shutdown().await;
+    ctx.metrics.connection_closed();
+}
+
+/// One request's place in a run.
+enum Item {
+    /// Its reply is already encoded.
+    Ready(Bytes),
+    /// A write: its command name and the replicated operation.
+    Write(&'static str, WriteOp),
+    /// A read of the data set.
+    Read(Request),
+}
+
+/// Which kind of run is being gathered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    None,
+    Writes,
+    Reads,
+}
+
+/// Answers `reqs` in order into `out`. Returns true after `QUIT`.
+async fn process<B: Backend>(ctx: &Ctx<B>, reqs: Vec<Vec<Bytes>>, out: &mut BytesMut) -> bool {
+    let start = Instant::now();
+    let now = now_ms();
+    let mut run: Vec<Item> = Vec::new();
+    let mut kind = Kind::None;
+    let mut run_bytes = 0usize;
+    let mut quit = false;
+    for args in reqs {
+        if args.is_empty() {
+            continue;
+        }
+        let req = match command::parse(&args) {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.metrics.rejected();
+                let mut b = BytesMut::new();
+                resp::error(&mut b, &e);
+                run.push(Item::Ready(b.freeze()));
+                continue;
+            }
+        };
+        if req.is_write() {
+            let size: usize = args.iter().map(|a| a.len()).sum();
+            if kind == Kind::Reads
+                || (kind == Kind::Writes && run_bytes + size > ctx.cfg.max_command_bytes)
+            {
+                flush(ctx, std::mem::take(&mut run), kind, now, start, out).await;
+                run_bytes = 0;
+            }
+            kind = Kind::Writes;
+            run_bytes += size;
+            let name = req.name();
+            run.push(Item::Write(name, to_op(req, now)));
+        } else if req.reads_data() {
+            if kind == Kind::Writes {
+                flush(ctx, std::mem::take(&mut run), kind, now, start, out).await;
+                run_bytes = 0;
+            }
+            kind = Kind::Reads;
+            run.push(Item::Read(req));
+        } else if req == Request::Save {
+            flush(ctx, std::mem::take(&mut run), kind, now, start, out).await;
+            kind = Kind::None;
+            run_bytes = 0;
+            match ctx.backend.checkpoint().await {
+                Ok(()) => resp::simple(out, "OK"),
+                Err(e) => resp::error(out, &format!("ERR checkpoint failed: {e}")),
+            }
+            ctx.metrics.record("save", start.elapsed(), false);
+        } else {
+            let mut b = BytesMut::new();
+            quit = immediate(ctx, &req, &mut b);
+            ctx.metrics.record(req.name(), start.elapsed(), false);
+            run.push(Item::Ready(b.freeze()));
+            if quit {
+                break;
+            }
+        }
+    }
+    flush(ctx, run, kind, now, start, out).await;
+    quit
+}
+
+/// Turns a write request into its replicated operation (relative expiry
+/// becomes an absolute deadline by this node's clock).
+fn to_op(req: Request, now: u64) -> WriteOp {
+    match req {
+        Request::Set {
+            key,
+            value,
+            cond,
+            expiry,
+        } => {
+            let expire = match expiry {
+                SetExpiry::None => Expire::Never,
+                SetExpiry::In(ms) => Expire::At(now.saturating_add(ms)),
+                SetExpiry::Keep => Expire::Keep,
+            };
+            WriteOp::Set {
+                key,
+                value,
+                cond,
+                expire,
+            }
+        }
+        Request::Del(keys) => WriteOp::Del(keys),
+        Request::IncrBy(k, d) => WriteOp::IncrBy(k, d),
+        Request::MSet(pairs) => WriteOp::MSet(pairs),
+        // `is_write` admits only the above and FLUSHDB.
+        _ => WriteOp::FlushDb,
+    }
+}
+
+/// Runs one run of writes or reads and appends the replies in order.
+async fn flush<B: Backend>(
+    ctx: &Ctx<B>,
+    run: Vec<Item>,
+    kind: Kind,
+    now: u64,
+    start: Instant,
+    out: &mut BytesMut,
+) {
+    match kind {
+        Kind::Writes => flush_writes(ctx, run, now, start, out).await,
+        Kind::Reads => flush_reads(ctx, run, start, out).await,
+        Kind::None => {
+            for item in run {
+                if let Item::Ready(b) = item {
+                    out.extend_from_slice(&b);
+                }
+            }
+        }
+    }
+}
+
+async fn flush_writes<B: Backend>(
+    ctx: &Ctx<B>,
+    run: Vec<Item>,
+    now: u64,
+    start: Instant,
+    out: &mut BytesMut,
+) {
+    let mut ops = Vec::new();
+    let mut items = Vec::with_capacity(run.len());
+    for item in run {
+        match item {
+            Item::Write(name, op) => {
+                ops.push(op);
+                items.push(Err(name));
+            }
+            Item::Ready(b) => items.push(Ok(b)),
+            Item::Read(_) => {}
+        }
+    }
+    let n = ops.len();
+    let result = ctx.backend.execute(KvCommand { now, ops }).await;
+    let latency = start.elapsed();
+    let mut results = match result {
+        Ok(r) if r.len() == n => Ok(r.into_iter()),
+        Ok(r) => Err(format!("ERR internal: {} results for {n} writes", r.len())),
+        Err(e) => Err(e.to_string()),
+    };
+    for item in items {
+        match item {
+            Ok(b) => out.extend_from_slice(&b),
+            Err(name) => {
+                let is_err = match &mut results {
+                    Ok(it) => match it.next() {
+                        Some(WriteResult::Ok) => {
+                            resp::simple(out, "OK");
+                            false
+                        }
+                        Some(WriteResult::Nil) => {
+                            resp::bulk(out, None);
+                            false
+                        }
+                        Some(WriteResult::Int(i)) => {
+                            resp::integer(out, i);
+                            false
+                        }
+                        Some(WriteResult::Err(e)) => {
+                            resp::error(out, &e);
+                            true
+                        }
+                        None => {
+                            resp::error(out, "ERR internal: missing result");
+                            true
+                        }
+                    },
+                    Err(e) => {
+                        resp::error(out, e);
+                        true
+                    }
+                };
+                ctx.metrics.record(name, latency, is_err);
+            }
+        }
+    }
+}
+
+async fn flush_reads<B: Backend>(ctx: &Ctx<B>, run: Vec<Item>, start: Instant, out: &mut BytesMut) {
+    // What to answer if the read cannot run: the ready replies as they are,
+    // an error for each read.
+    let fallback: Vec<Result<Bytes, &'static str>> = run
+        .iter()
+        .filter_map(|i| match i {
+            Item::Ready(b) => Some(Ok(b.clone())),
+            Item::Read(r) => Some(Err(r.name())),
+            Item::Write(..) => None,
+        })
+        .collect();
+    let encoded = ctx
+        .backend
+        .read(ctx.cfg.ordered_reads, move |store: &KvStore| {
+            let now = now_ms();
+            let mut b = BytesMut::new();
+            for item in run {
+                match item {
+                    Item::Ready(r) => b.extend_from_slice(&r),
+                    Item::Read(req) => encode_read(store, &req, now, &mut b),
+                    Item::Write(..) => {}
+                }
+            }
+            b
+        })
+        .await;
+    let latency = start.elapsed();
+    let failed = encoded.as_ref().err().map(|e| e.to_string());
+    if let Ok(b) = &encoded {
+        out.extend_from_slice(b);
+    }
+    for item in fallback {
+        match (item, &failed) {
+            (Err(name), None) => ctx.metrics.record(name, latency, false),
+            (Err(name), Some(msg)) => {
+                ctx.metrics.record(name, latency, true);
+                resp::error(out, msg);
+            }
+            (Ok(b), Some(_)) => out.extend_from_slice(&b),
+            (Ok(_), None) => {}
+        }
+    }
+}
+
+/// Answers one read from the data set.
+fn encode_read(store: &KvStore, req: &Request, now: u64, out: &mut BytesMut) {
+    match req {
+        Request::Get(k) => resp::bulk(out, store.get(k, now).map(|b| &b[..])),
+        Request::Exists(keys) => resp::integer(out, store.exists(keys, now)),
+        Request::MGet(keys) => {
+            resp::array_header(out, keys.len());
+            for k in keys {
+                resp::bulk(out, store.get(k, now).map(|b| &b[..]));
+            }
+        }
+        Request::DbSize => resp::integer(out, store.dbsize(now) as i64),
+        Request::Keys(p) => {
+            let keys = store.keys(p, now);
+            resp::array_header(out, keys.len());
+            for k in keys {
+                resp::bulk(out, Some(&k));
+            }
+        }
+        Request::DebugDigest => resp::simple(out, &store.digest()),
+        _ => resp::error(out, "ERR internal: not a read"),
+    }
+}
+
+/// Answers a request that touches no data. Returns true for `QUIT`.
+fn immediate<B: Backend>(ctx: &Ctx<B>, req: &Request, out: &mut BytesMut) -> bool {
+    match req {
+        Request::Ping(None) => resp::simple(out, "PONG"),
+        Request::Ping(Some(m)) | Request::Echo(m) => resp::bulk(out, Some(m)),
+        Request::Info(section) => {
+            let text = info_text(
+                &ctx.backend.status(),
+                &ctx.backend.metrics(),
+                section.as_deref(),
+                ctx.resp_addr,
+                &ctx.metrics,
+            );
+            resp::bulk(out, Some(text.as_bytes()));
+        }
+        Request::Quit => {
+            resp::simple(out, "OK");
+            return true;
+        }
+        Request::Select | Request::Client => resp::simple(out, "OK"),
+        Request::ConfigGet | Request::Command => resp::array_header(out, 0),
+        _ => resp::error(out, "ERR internal: not an immediate command"),
+    }
+    false
+}
+
+/// The `INFO` text. Sections: `server`, `replication`, `vsync`,
+/// `keyspace`; none, `all`, `default` or `everything` give all of them.
+pub fn info_text(
+    st: &NodeStatus,
+    repl: &BackendMetrics,
+    section: Option<&str>,
+    resp_addr: SocketAddr,
+    metrics: &Metrics,
+) -> String {
+    let all = matches!(section, None | Some("all" | "default" | "everything"));
+    let want = |s: &str| all || section == Some(s);
+    let mut o = String::new();
+    if want("server") {
+        let _ = write!(
+            o,
+            "# Server\r\nredis_version:7.0.0\r\nvsync_kv_version:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            resp_addr.port()
+        );
+    }
+    if want("replication") {
+        // Every replica accepts writes: tools that look for a primary see one.
+        let _ = write!(
+            o,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n"
+        );
+    }
+    if want("vsync") {
+        let _ = write!(
+            o,
+            "# Vsync\r\nvsync_node:{}\r\nvsync_pid:{}\r\nvsync_view:{}\r\nvsync_members:{}\r\nvsync_member_count:{}\r\nvsync_position:{}\r\nvsync_role:{}\r\nvsync_partition:{}\r\nvsync_last_checkpoint:{}\r\nvsync_state_transfer_received_bytes:{}\r\nvsync_state_transfer_sent_bytes:{}\r\nvsync_checkpoints:{}\r\nvsync_commands_processed:{}\r\n\r\n",
+            st.node,
+            st.pid,
+            st.view.as_deref().unwrap_or("none"),
+            st.members.join(","),
+            st.members.len(),
+            st.position,
+            st.role,
+            st.partition,
+            st.last_checkpoint
+                .map_or_else(|| "none".to_string(), |p| p.to_string()),
+            repl.state_transfer_bytes_received,
+            repl.state_transfer_bytes_sent,
+            repl.checkpoints,
+            metrics.total_commands(),
+        );
+    }
+    if want("keyspace") {
+        let _ = write!(o, "# Keyspace\r\n");
+        if st.keys > 0 {
+            let _ = write!(o, "db0:keys={},expires=0,avg_ttl=0\r\n", st.keys);
+        }
+    }
+    o
+}

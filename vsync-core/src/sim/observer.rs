@@ -1,0 +1,55 @@
+//! An optional hook on the simulator for layers above the engine (e.g.
+//! replicated state machines): it sees every process's application events
+//! with the virtual time, and may choose the payloads the simulated
+//! workload multicasts.
+//!
+//! The hook draws nothing from the seed's random stream, so a seed's faults
+//! and timing are the same with or without it (with it, only the payload
+//! bytes differ); without it, runs are exactly as before.
+
+use crate::engine::AppEvent;
+use crate::id::Pid;
+use bytes::Bytes;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+/// Sees the simulated processes' application events.
+pub trait Observer: Send {
+    /// `pid` emitted `ev` at virtual time `now` (microseconds). Events of
+    /// one process come in the engine's order.
+    fn event(&mut self, now: u64, pid: Pid, ev: &AppEvent);
+
+    /// The payload of `pid`'s `n`-th multicast of the workload (from 1);
+    /// `None`: the simulator's own.
+    fn payload(&mut self, pid: Pid, n: u64) -> Option<Bytes> {
+        let _ = (pid, n);
+        None
+    }
+}
+
+/// A shared observer, for [`super::SimOptions::observer`].
+#[derive(Clone)]
+pub struct ObserverHandle(pub Arc<Mutex<dyn Observer>>);
+
+impl ObserverHandle {
+    /// Wraps an observer.
+    pub fn new(o: impl Observer + 'static) -> Self {
+        ObserverHandle(Arc::new(Mutex::new(o)))
+    }
+
+    pub(crate) fn event(&self, now: u64, pid: Pid, ev: &AppEvent) {
+        if let Ok(mut o) = self.0.lock() {
+            o.event(now, pid, ev);
+        }
+    }
+
+    pub(crate) fn payload(&self, pid: Pid, n: u64) -> Option<Bytes> {
+        self.0.lock().ok().and_then(|mut o| o.payload(pid, n))
+    }
+}
+
+impl fmt::Debug for ObserverHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ObserverHandle(..)")
+    }
+}

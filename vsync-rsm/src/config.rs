@@ -1,0 +1,96 @@
+//! How to run a replica: [`ReplicaConfig`], [`Durability`], [`Start`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What survives a crash of this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Checkpoints only (if [`ReplicaConfig::data_dir`] is set). A restarted
+    /// process loads its last checkpoint and catches up by state transfer;
+    /// if every member crashes, the commands applied after the newest
+    /// checkpoint among them are lost, acknowledged or not.
+    #[default]
+    Memory,
+    /// Every delivered batch is appended to a log on disk and flushed
+    /// before any command of it is acknowledged (before
+    /// [`crate::Replica::execute`] returns). The log is truncated at each
+    /// checkpoint. Needs [`ReplicaConfig::data_dir`]. If every member
+    /// crashes, restarting them recovers every acknowledged command.
+    Logged,
+}
+
+/// How a replica enters its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Found a new group (genesis: position 0). Any checkpoint or log in
+    /// [`ReplicaConfig::data_dir`] is ignored and overwritten.
+    Found,
+    /// Join a running group through the seeds (a new member, or a
+    /// restarted one whose group still runs). A checkpoint in the data
+    /// directory is loaded first; the donor's state replaces it.
+    Join,
+    /// Recover after a total failure: load this process's checkpoint (and
+    /// log), then found (`found: true`, exactly one process) or join the
+    /// recovering group. Once a view with at least `expect` members is
+    /// installed, the members exchange their positions through the total
+    /// order and every member takes the state of the one with the highest
+    /// position. Commands are refused ([`crate::RsmError::Recovering`])
+    /// until then. If the group turns out to be running normally, this is
+    /// an ordinary join.
+    Recover {
+        /// Found the recovering group (true for exactly one process).
+        found: bool,
+        /// How many members must be present before the state is chosen:
+        /// the members of the last view, so that no process holding an
+        /// acknowledged command is missing.
+        expect: usize,
+    },
+}
+
+/// The configuration of one replica.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// The network runtime's configuration (node id, addresses, seeds,
+    /// group name, timeouts).
+    pub net: vsync_net::Config,
+    /// Where checkpoints and the log live (a sled database). `None`: no
+    /// checkpoints, nothing survives a crash.
+    pub data_dir: Option<PathBuf>,
+    /// What survives a crash.
+    pub durability: Durability,
+    /// Write a checkpoint after this many commands (0: never by count).
+    pub checkpoint_every: u64,
+    /// Write a checkpoint at least this often while commands are applied
+    /// (zero: never by time).
+    pub checkpoint_interval: Duration,
+    /// How to enter the group.
+    pub start: Start,
+    /// Rejoin automatically as a new incarnation after being removed (or
+    /// after giving up on a state transfer).
+    pub auto_rejoin: bool,
+    /// A state transfer that makes no progress for this long is given up:
+    /// the joiner rejoins as a new incarnation.
+    pub transfer_timeout: Duration,
+    /// Capacity of the event stream ([`crate::Replica::events`]).
+    pub event_capacity: usize,
+}
+
+impl ReplicaConfig {
+    /// Defaults: no data directory, [`Durability::Memory`], a checkpoint
+    /// every 100,000 commands or 60 s, [`Start::Join`], automatic rejoin,
+    /// 15 s transfer timeout.
+    pub fn new(net: vsync_net::Config) -> Self {
+        ReplicaConfig {
+            net,
+            data_dir: None,
+            durability: Durability::Memory,
+            checkpoint_every: 100_000,
+            checkpoint_interval: Duration::from_secs(60),
+            start: Start::Join,
+            auto_rejoin: true,
+            transfer_timeout: Duration::from_secs(15),
+            event_capacity: 1024,
+        }
+    }
+}

@@ -1,0 +1,1246 @@
+//! [`Replica`]: the handle, and the one task that owns the replica's state
+//! (the [`ReplicaCore`], pending requests, transfers, the store) and talks
+//! to the group. Handles send it requests over a channel; `read` closures
+//! run on it.
+//!
+//! Each round the task takes what is ready (group events, requests),
+//! multicasts the new commands as one batch, and carries out the core's
+//! actions. In [`Durability::Logged`] mode the round's batches are appended
+//! to the log and flushed once (group commit) before any of their commands
+//! is acknowledged.
+
+use crate::config::{Durability, ReplicaConfig, Start};
+use crate::error::RsmError;
+use crate::machine::StateMachine;
+use crate::sansio::{Action, Phase, ReadFn, ReplicaCore};
+use crate::status::{Metrics, ReplicaEvent, ReplicaMetrics, ReplicaStatus, Role};
+use crate::store::{Store, Written};
+use crate::transfer::{self, ACK_EVERY, Finished, Outgoing, Plan};
+use crate::wire::{Direct, Entry, encode_batch};
+use bytes::Bytes;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use vsync_core::{Pid, ViewId};
+use vsync_net::{Event, Group, GroupHandle, GroupSender};
+
+/// Requests queued for the task before `execute` waits.
+const REQUEST_QUEUE: usize = 8192;
+/// A joiner that hears nothing from its donor for this long asks again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// A joiner asks at most this many times before it gives up and rejoins.
+const MAX_ATTEMPTS: u32 = 8;
+
+type Reply<T> = oneshot::Sender<Result<T, RsmError>>;
+
+enum Request<S: StateMachine> {
+    Execute { cmd: Bytes, reply: Reply<S::Output> },
+    Read(ReadFn<S>),
+    ReadOrdered(ReadFn<S>),
+    Checkpoint(Reply<()>),
+    Leave(Reply<()>),
+}
+
+/// A replica of a state machine: a member of one group (one replicated
+/// object; run several for several objects). Cheap to clone.
+pub struct Replica<S: StateMachine> {
+    tx: mpsc::Sender<Request<S>>,
+    status: watch::Receiver<ReplicaStatus>,
+    metrics: Arc<Metrics>,
+    events: broadcast::Sender<ReplicaEvent>,
+}
+
+impl<S: StateMachine> Clone for Replica<S> {
+    fn clone(&self) -> Self {
+        Replica {
+            tx: self.tx.clone(),
+            status: self.status.clone(),
+            metrics: self.metrics.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+impl<S: StateMachine> std::fmt::Debug for Replica<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("status", &*self.status.borrow())
+            .finish()
+    }
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Starts a replica of `machine` (see [`Start`] for how it enters the
+    /// group and what it loads from [`ReplicaConfig::data_dir`]). Returns
+    /// once the network runtime is up; watch [`Replica::status`] or
+    /// [`Replica::events`] for membership.
+    pub async fn start(config: ReplicaConfig, machine: S) -> Result<Self, RsmError> {
+        if config.durability == Durability::Logged && config.data_dir.is_none() {
+            return Err(RsmError::Config(
+                "Logged durability needs a data directory (data_dir)".into(),
+            ));
+        }
+        let (events, _) = broadcast::channel(config.event_capacity.max(16));
+        let mut rejected = None;
+        let store = match &config.data_dir {
+            Some(dir) => Some(open_store(dir, &mut rejected, &events)?),
+            None => None,
+        };
+        let recovering = match config.start {
+            Start::Recover { expect, .. } => Some(expect.max(1)),
+            _ => None,
+        };
+        let placeholder = Pid::new(config.net.node, 0);
+        let mut core = ReplicaCore::new(placeholder, machine, 0, recovering);
+        let mut last_checkpoint = None;
+        if let Some(store) = &store {
+            if config.start == Start::Found {
+                store.clear()?;
+            } else {
+                match load_local(store, &mut core, config.durability, &events) {
+                    Ok(pos) => last_checkpoint = pos,
+                    Err(reason) => rejected = Some(reason),
+                }
+            }
+        }
+        let group = match config.start {
+            Start::Found | Start::Recover { found: true, .. } => {
+                Group::found(config.net.clone()).await?
+            }
+            _ => Group::join(config.net.clone()).await?,
+        };
+        core.rejoin(group.pid());
+        let metrics = Arc::new(Metrics::default());
+        let (status_tx, status_rx) = watch::channel(ReplicaStatus {
+            pid: Some(group.pid()),
+            position: core.position(),
+            last_checkpoint,
+            checkpoint_rejected: rejected,
+            ..ReplicaStatus::default()
+        });
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let max_batch = config.net.engine.max_payload.saturating_sub(256).max(1024);
+        let task = Task {
+            sender: group.sender(),
+            group: Some(group),
+            core,
+            store,
+            rx,
+            pending: HashMap::new(),
+            next_req: 1,
+            outgoing: Vec::new(),
+            outgoing_bytes: 0,
+            max_batch,
+            acks: Vec::new(),
+            logged: false,
+            donors: HashMap::new(),
+            request: None,
+            asked: HashMap::new(),
+            done_tx,
+            done_rx,
+            last_progress: Instant::now(),
+            blocked: false,
+            need_rejoin: None,
+            ckpt: None,
+            ckpt_waiters: Vec::new(),
+            ckpt_force: false,
+            last_ckpt_pos: last_checkpoint.unwrap_or(0),
+            last_ckpt_at: Instant::now(),
+            needs_base: false,
+            leaving: None,
+            status: status_tx,
+            metrics: metrics.clone(),
+            events: events.clone(),
+            stopped: None,
+            cfg: config,
+        };
+        tokio::spawn(task.run());
+        Ok(Replica {
+            tx,
+            status: status_rx,
+            metrics,
+            events,
+        })
+    }
+
+    /// Executes `cmd` through the total order and returns this replica's
+    /// output once it is applied here (and, in [`Durability::Logged`] mode,
+    /// logged durably). Fails at once if this replica cannot serve
+    /// (joining, blocked, recovering, stopping); fails with
+    /// [`RsmError::Removed`] if the replica is removed before the command
+    /// is delivered (it may still have been applied by the others).
+    pub async fn execute(&self, cmd: S::Command) -> Result<S::Output, RsmError> {
+        let cmd = Bytes::from(postcard::to_stdvec(&cmd)?);
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Execute { cmd, reply })
+            .await
+            .map_err(|_| RsmError::ShuttingDown)?;
+        rx.await.map_err(|_| RsmError::ShuttingDown)?
+    }
+
+    /// Reads this replica's state now (it may lag the others). Runs `f` on
+    /// the replica's task: keep it short.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&S) -> R + Send + 'static,
+    ) -> Result<R, RsmError> {
+        let (tx, rx) = oneshot::channel();
+        let g: ReadFn<S> = Box::new(move |s| {
+            let _ = tx.send(s.map(f));
+        });
+        self.tx
+            .send(Request::Read(g))
+            .await
+            .map_err(|_| RsmError::ShuttingDown)?;
+        rx.await.map_err(|_| RsmError::ShuttingDown)?
+    }
+
+    /// Reads the state at a place in the total order: `f` sees every
+    /// command ordered before the read (including every command
+    /// acknowledged anywhere before the read was issued).
+    pub async fn read_ordered<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&S) -> R + Send + 'static,
+    ) -> Result<R, RsmError> {
+        let (tx, rx) = oneshot::channel();
+        let g: ReadFn<S> = Box::new(move |s| {
+            let _ = tx.send(s.map(f));
+        });
+        self.tx
+            .send(Request::ReadOrdered(g))
+            .await
+            .map_err(|_| RsmError::ShuttingDown)?;
+        rx.await.map_err(|_| RsmError::ShuttingDown)?
+    }
+
+    /// Where the replica is.
+    pub fn status(&self) -> ReplicaStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the status satisfies `f` (or the replica stops).
+    pub async fn wait_for(&self, mut f: impl FnMut(&ReplicaStatus) -> bool) -> ReplicaStatus {
+        let mut rx = self.status.clone();
+        match rx.wait_for(|s| f(s) || s.role == Role::Stopped).await {
+            Ok(s) => s.clone(),
+            Err(_) => self.status(),
+        }
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> ReplicaMetrics {
+        self.metrics.snapshot()
+    }
+
+    /// Writes a checkpoint now (needs a data directory); resolves once it
+    /// is durable.
+    pub async fn checkpoint(&self) -> Result<(), RsmError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Checkpoint(reply))
+            .await
+            .map_err(|_| RsmError::ShuttingDown)?;
+        rx.await.map_err(|_| RsmError::ShuttingDown)?
+    }
+
+    /// Leaves the group cleanly once the commands in flight here are
+    /// applied; new commands are refused meanwhile.
+    pub async fn leave(&self) -> Result<(), RsmError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Leave(reply))
+            .await
+            .map_err(|_| RsmError::ShuttingDown)?;
+        rx.await.map_err(|_| RsmError::ShuttingDown)?
+    }
+
+    /// A stream of what happens to the replica (views, transfers,
+    /// checkpoints, removal, rejoin, ...).
+    pub fn events(&self) -> broadcast::Receiver<ReplicaEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// Opens the store; a store sled cannot open is moved aside (reported) and
+/// a fresh one created.
+fn open_store(
+    dir: &std::path::Path,
+    rejected: &mut Option<String>,
+    events: &broadcast::Sender<ReplicaEvent>,
+) -> Result<Store, RsmError> {
+    match Store::open(dir) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            let ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let aside = dir.with_extension(format!("unreadable-{ms}"));
+            let reason = format!(
+                "the data directory {} cannot be opened ({e}); moved to {} and starting without a checkpoint",
+                dir.display(),
+                aside.display()
+            );
+            tracing::warn!("{reason}");
+            let _ = events.send(ReplicaEvent::CheckpointRejected {
+                reason: reason.clone(),
+            });
+            *rejected = Some(reason);
+            std::fs::rename(dir, &aside)
+                .map_err(|e| RsmError::Storage(format!("cannot move {}: {e}", dir.display())))?;
+            Store::open(dir)
+        }
+    }
+}
+
+/// Loads the checkpoint (and replays the log in Logged mode). Returns the
+/// checkpoint's position, or why it was rejected.
+fn load_local<S: StateMachine>(
+    store: &Store,
+    core: &mut ReplicaCore<S>,
+    durability: Durability,
+    events: &broadcast::Sender<ReplicaEvent>,
+) -> Result<Option<u64>, String> {
+    core.load_begin();
+    let loaded = store.load_checkpoint(|c| core.load_chunk(c));
+    let mut result = Ok(None);
+    match loaded {
+        Ok(Some(meta)) => match core.load_end(meta.position) {
+            Ok(()) => {
+                tracing::info!(position = meta.position, "checkpoint loaded");
+                let _ = events.send(ReplicaEvent::CheckpointLoaded {
+                    position: meta.position,
+                });
+                result = Ok(Some(meta.position));
+            }
+            Err(e) => result = Err(format!("the checkpoint cannot be restored: {e}")),
+        },
+        Ok(None) => {
+            let _ = core.reset();
+        }
+        Err(reason) => result = Err(reason),
+    }
+    if let Err(reason) = &result {
+        tracing::warn!(
+            "checkpoint rejected: {reason}; falling back to state transfer from the group"
+        );
+        let _ = events.send(ReplicaEvent::CheckpointRejected {
+            reason: reason.clone(),
+        });
+        let _ = core.reset();
+    }
+    if durability == Durability::Logged {
+        let mut replayed = 0u64;
+        for e in store.log_entries() {
+            let (first, payload) = match e {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the log is unreadable from here on: replay stopped");
+                    break;
+                }
+            };
+            if first > core.position() {
+                tracing::warn!(
+                    first,
+                    position = core.position(),
+                    "the log has a gap (its start is beyond the checkpoint): replay stopped"
+                );
+                break;
+            }
+            if let Err(e) = core.replay(first, &payload) {
+                tracing::warn!(error = %e, "an undecodable log entry: replay stopped");
+                break;
+            }
+            replayed += 1;
+        }
+        if replayed > 0 {
+            tracing::info!(
+                batches = replayed,
+                position = core.position(),
+                "log replayed"
+            );
+        }
+    }
+    result
+}
+
+struct Task<S: StateMachine> {
+    cfg: ReplicaConfig,
+    core: ReplicaCore<S>,
+    /// The current incarnation (`None` only while rejoining).
+    group: Option<GroupHandle>,
+    sender: GroupSender,
+    store: Option<Store>,
+    rx: mpsc::Receiver<Request<S>>,
+    pending: HashMap<u64, Reply<S::Output>>,
+    next_req: u64,
+    outgoing: Vec<(Entry, Option<Reply<S::Output>>)>,
+    outgoing_bytes: usize,
+    max_batch: usize,
+    /// Replies waiting for the round's log flush.
+    acks: Vec<(Reply<S::Output>, S::Output)>,
+    /// Whether this round appended to the log.
+    logged: bool,
+    /// Images prepared for joiners (at their cut), and their streams.
+    donors: HashMap<Pid, Prepared<S::Image>>,
+    /// As joiner: the donor and view asked, the attempt, and when the donor
+    /// was last heard.
+    request: Option<(Pid, ViewId, u32, Instant)>,
+    /// Requests that came before this replica reached the joiner's cut.
+    asked: HashMap<Pid, (ViewId, u32)>,
+    done_tx: mpsc::UnboundedSender<Finished>,
+    done_rx: mpsc::UnboundedReceiver<Finished>,
+    last_progress: Instant,
+    blocked: bool,
+    /// Why the replica must rejoin as a new incarnation.
+    need_rejoin: Option<String>,
+    ckpt: Option<JoinHandle<Result<Written, RsmError>>>,
+    ckpt_waiters: Vec<Reply<()>>,
+    ckpt_force: bool,
+    last_ckpt_pos: u64,
+    last_ckpt_at: Instant,
+    /// Logged mode after a state transfer: commands wait for a checkpoint
+    /// of the received state (the log alone cannot rebuild it).
+    needs_base: bool,
+    leaving: Option<Reply<()>>,
+    status: watch::Sender<ReplicaStatus>,
+    metrics: Arc<Metrics>,
+    events: broadcast::Sender<ReplicaEvent>,
+    stopped: Option<String>,
+}
+
+/// A state prepared for a joiner at its cut, and the stream sending it.
+struct Prepared<I> {
+    plan: Plan<I>,
+    running: Option<Outgoing>,
+}
+
+enum Wake<S: StateMachine> {
+    Event(Option<Event>),
+    Request(Option<Request<S>>),
+    Done(Finished),
+    Checkpoint(Result<Result<Written, RsmError>, tokio::task::JoinError>),
+    Tick,
+}
+
+impl<S: StateMachine> Task<S> {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while self.stopped.is_none() {
+            let wake = tokio::select! {
+                biased;
+                ev = next_event(&mut self.group) => Wake::Event(ev),
+                Some(d) = self.done_rx.recv() => Wake::Done(d),
+                Some(r) = ckpt_done(&mut self.ckpt) => Wake::Checkpoint(r),
+                req = self.rx.recv() => Wake::Request(req),
+                _ = tick.tick() => Wake::Tick,
+            };
+            match wake {
+                Wake::Event(Some(ev)) => {
+                    self.on_event(ev).await;
+                    for _ in 0..4096 {
+                        if self.group.as_ref().is_none_or(|g| g.pending_events() == 0) {
+                            break;
+                        }
+                        match next_event(&mut self.group).await {
+                            Some(ev) => self.on_event(ev).await,
+                            None => break,
+                        }
+                    }
+                }
+                Wake::Event(None) => {
+                    if self.need_rejoin.is_none() && self.leaving.is_none() {
+                        self.need_rejoin = Some("the network runtime stopped".into());
+                    }
+                }
+                Wake::Request(None) => {
+                    // Every handle is gone: stop (like a crash for the others).
+                    self.stop("every handle was dropped".into());
+                }
+                Wake::Request(Some(r)) => {
+                    self.on_request(r);
+                    for _ in 0..4096 {
+                        match self.rx.try_recv() {
+                            Ok(r) => self.on_request(r),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Wake::Done(f) => self.on_transfer_done(f),
+                Wake::Checkpoint(r) => self.on_checkpoint_done(r),
+                Wake::Tick => self.on_tick(),
+            }
+            self.actions().await;
+            self.ask_for_state().await;
+            self.actions().await;
+            self.send_outgoing().await;
+            self.finish_round().await;
+            self.maybe_checkpoint();
+            if let Some(reason) = self.need_rejoin.take() {
+                self.rejoin(reason).await;
+            }
+            self.maybe_leave();
+            self.publish();
+        }
+        self.publish();
+    }
+
+    async fn multicast(&mut self, b: Bytes) -> Result<(), RsmError> {
+        match &self.group {
+            Some(g) => g.multicast(b).await.map_err(RsmError::from),
+            None => Err(RsmError::Removed),
+        }
+    }
+
+    fn emit(&self, ev: ReplicaEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    fn stop(&mut self, reason: String) {
+        tracing::info!(%reason, "replica stopped");
+        for (_, r) in self.pending.drain() {
+            let _ = r.send(Err(RsmError::ShuttingDown));
+        }
+        self.core.fail_reads(|| RsmError::ShuttingDown);
+        self.donors.clear();
+        self.emit(ReplicaEvent::Stopped {
+            reason: reason.clone(),
+        });
+        self.stopped = Some(reason);
+    }
+
+    /// The error for a command or read this replica cannot serve now.
+    fn refusal(&self) -> Option<RsmError> {
+        if self.stopped.is_some() || self.leaving.is_some() {
+            Some(RsmError::ShuttingDown)
+        } else if self.blocked {
+            Some(RsmError::Blocked)
+        } else if matches!(self.core.phase(), Phase::Removed) {
+            Some(RsmError::Removed)
+        } else if self.core.phase() != Phase::Member || self.needs_base {
+            Some(RsmError::NotMember)
+        } else if self.core.recovering() {
+            Some(RsmError::Recovering)
+        } else {
+            None
+        }
+    }
+
+    fn on_request(&mut self, r: Request<S>) {
+        match r {
+            Request::Execute { cmd, reply } => {
+                if let Some(e) = self.refusal() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let req = self.next_req;
+                self.next_req += 1;
+                let e = Entry::Cmd {
+                    origin: self.core.pid(),
+                    req,
+                    cmd,
+                };
+                self.push_outgoing(e, Some(reply));
+            }
+            Request::Read(f) => {
+                if self.core.readable() {
+                    f(Ok(self.core.machine()));
+                } else {
+                    f(Err(RsmError::NotMember));
+                }
+            }
+            Request::ReadOrdered(f) => {
+                if let Some(e) = self.refusal() {
+                    f(Err(e));
+                    return;
+                }
+                let req = self.next_req;
+                self.next_req += 1;
+                self.core.register_read(req, f);
+                let e = Entry::Read {
+                    origin: self.core.pid(),
+                    req,
+                };
+                self.push_outgoing(e, None);
+            }
+            Request::Checkpoint(reply) => {
+                if self.store.is_none() {
+                    let _ = reply.send(Err(RsmError::Config(
+                        "checkpoints need a data directory (data_dir)".into(),
+                    )));
+                    return;
+                }
+                self.ckpt_waiters.push(reply);
+                self.ckpt_force = true;
+            }
+            Request::Leave(reply) => {
+                if self.leaving.is_some() {
+                    let _ = reply.send(Err(RsmError::ShuttingDown));
+                    return;
+                }
+                self.leaving = Some(reply);
+            }
+        }
+    }
+
+    fn push_outgoing(&mut self, e: Entry, reply: Option<Reply<S::Output>>) {
+        let size = match &e {
+            Entry::Cmd { cmd, .. } => cmd.len() + 32,
+            _ => 32,
+        };
+        if size > self.max_batch {
+            if let Some(r) = reply {
+                let _ = r.send(Err(RsmError::Codec(format!(
+                    "the command is {size} bytes; the group's limit is {} (engine max_payload)",
+                    self.max_batch
+                ))));
+            }
+            return;
+        }
+        self.outgoing_bytes += size;
+        self.outgoing.push((e, reply));
+    }
+
+    /// Multicasts the queued entries, in batches below the payload limit.
+    async fn send_outgoing(&mut self) {
+        while !self.outgoing.is_empty() {
+            let mut size = 0;
+            let mut n = 0;
+            for (e, _) in &self.outgoing {
+                let s = match e {
+                    Entry::Cmd { cmd, .. } => cmd.len() + 32,
+                    _ => 32,
+                };
+                if n > 0 && size + s > self.max_batch {
+                    break;
+                }
+                size += s;
+                n += 1;
+            }
+            let part: Vec<_> = self.outgoing.drain(..n).collect();
+            self.outgoing_bytes = self.outgoing_bytes.saturating_sub(size);
+            let entries: Vec<Entry> = part.iter().map(|(e, _)| e.clone()).collect();
+            let res = match encode_batch(&entries) {
+                Ok(b) => self.multicast(b).await,
+                Err(e) => Err(RsmError::from(e)),
+            };
+            match res {
+                Ok(()) => {
+                    for (e, reply) in part {
+                        if let (Entry::Cmd { req, .. }, Some(r)) = (e, reply) {
+                            self.pending.insert(req, r);
+                        }
+                    }
+                }
+                Err(err) => {
+                    let msg = err.to_string();
+                    for (_, reply) in part {
+                        if let Some(r) = reply {
+                            let _ = r.send(Err(RsmError::Codec(msg.clone())));
+                        }
+                    }
+                    if matches!(err, RsmError::Net(_)) {
+                        // Removed or stopped: the event stream says which.
+                        self.core.fail_reads(|| RsmError::Removed);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::View { view, .. } => {
+                Metrics::add(&self.metrics.view_changes, 1);
+                self.blocked = false;
+                let gone: Vec<Pid> = self
+                    .donors
+                    .keys()
+                    .copied()
+                    .filter(|j| !view.contains(*j))
+                    .collect();
+                // (A view change that removes a joiner cancels its stream.)
+                for j in gone {
+                    self.donors.remove(&j);
+                    tracing::info!(joiner = %j, "the joiner left the view: state transfer cancelled");
+                    self.emit(ReplicaEvent::StateTransferCancelled { joiner: j });
+                }
+                self.core.on_view(view.clone());
+                self.emit(ReplicaEvent::View { view });
+            }
+            Event::Deliver { payload, .. } => {
+                Metrics::add(&self.metrics.deliveries, 1);
+                self.core.on_deliver(payload);
+            }
+            Event::Blocked { view } => {
+                self.blocked = true;
+                self.emit(ReplicaEvent::Blocked { view });
+            }
+            Event::SendState { joiner, view } => self.core.on_send_state(joiner, view),
+            Event::AwaitState { donor, view } => {
+                tracing::info!(%donor, %view, "waiting for the state");
+                self.core.on_await_state(donor, view);
+                self.last_progress = Instant::now();
+            }
+            Event::Removed { view } => {
+                self.emit(ReplicaEvent::Removed { view });
+                self.need_rejoin = Some(format!("removed from the group after view {view}"));
+            }
+            Event::Left { .. } => {
+                self.stop("left the group".into());
+            }
+            Event::Direct { from, payload } => match postcard::from_bytes::<Direct>(&payload) {
+                Ok(m) => self.on_direct(from, m).await,
+                Err(e) => tracing::warn!(%from, error = %e, "undecodable direct message: ignored"),
+            },
+            _ => {}
+        }
+    }
+
+    async fn on_direct(&mut self, from: Pid, m: Direct) {
+        match m {
+            Direct::Request { view, attempt } => {
+                self.on_request_state(from, view, attempt);
+                return;
+            }
+            Direct::Ack {
+                view,
+                attempt,
+                next,
+            } => {
+                if let Some(p) = self.donors.get(&from) {
+                    if p.plan.view == view {
+                        if next == u64::MAX {
+                            // Restored: the image can go.
+                            self.donors.remove(&from);
+                        } else if let Some(o) = p.running.as_ref().filter(|o| o.attempt == attempt)
+                        {
+                            o.acked.send_replace(next);
+                        }
+                    }
+                }
+                return;
+            }
+            _ => {}
+        }
+        // Joiner side: only the donor asked, in the view and attempt asked.
+        let Some((donor, view, attempt, _)) = self.request else {
+            return;
+        };
+        if from != donor
+            || m.view() != view
+            || (m.attempt() != attempt && !matches!(m, Direct::Refuse { .. }))
+        {
+            return;
+        }
+        self.last_progress = Instant::now();
+        if let Some(r) = &mut self.request {
+            r.3 = Instant::now();
+        }
+        match m {
+            Direct::Begin {
+                view,
+                position,
+                recovering,
+                ..
+            } => self.core.state_begin(from, view, position, recovering),
+            Direct::Piece {
+                view,
+                seq,
+                last,
+                data,
+                ..
+            } => {
+                Metrics::add(&self.metrics.transfer_bytes_received, data.len() as u64);
+                if let Some(next) = self.core.state_piece(from, view, seq, last, &data) {
+                    if next % ACK_EVERY == 0 {
+                        self.send_direct(
+                            from,
+                            &Direct::Ack {
+                                view,
+                                attempt,
+                                next,
+                            },
+                        )
+                        .await;
+                    }
+                }
+            }
+            Direct::End {
+                view, pieces, crc, ..
+            } => {
+                self.core.state_end(from, view, pieces, crc);
+                if self.core.phase() == Phase::Member {
+                    let done = Direct::Ack {
+                        view,
+                        attempt,
+                        next: u64::MAX,
+                    };
+                    self.send_direct(from, &done).await;
+                }
+            }
+            Direct::Refuse { view } => self.core.state_refused(from, view),
+            Direct::Request { .. } | Direct::Ack { .. } => {}
+        }
+    }
+
+    fn send_direct(&self, to: Pid, m: &Direct) -> impl std::future::Future<Output = ()> + Send {
+        let sender = self.sender.clone();
+        let encoded = postcard::to_stdvec(m);
+        async move { send_direct(sender, to, encoded).await }
+    }
+
+    /// A joiner asks for its state (again): (re)start the stream from a
+    /// clone of the image taken at its cut.
+    fn on_request_state(&mut self, joiner: Pid, view: ViewId, attempt: u32) {
+        let Some(p) = self.donors.get_mut(&joiner) else {
+            // Asked before this replica reached the cut: answered then.
+            tracing::debug!(%joiner, %view, "state asked for before the cut");
+            self.asked.insert(joiner, (view, attempt));
+            return;
+        };
+        if p.plan.view != view || p.running.as_ref().is_some_and(|o| o.attempt >= attempt) {
+            return;
+        }
+        if attempt == 1 && p.plan.image.is_some() {
+            tracing::info!(%joiner, position = p.plan.position, "sending the state");
+            let _ = self.events.send(ReplicaEvent::StateTransferStarted {
+                joiner,
+                position: p.plan.position,
+            });
+        } else if p.plan.image.is_some() {
+            tracing::info!(%joiner, attempt, "the joiner asked again: restarting the state transfer");
+        }
+        let mut plan = p.plan.clone();
+        plan.attempt = attempt;
+        // Dropping the previous stream aborts it.
+        p.running = Some(transfer::spawn(
+            self.sender.clone(),
+            plan,
+            self.metrics.clone(),
+            self.done_tx.clone(),
+        ));
+    }
+
+    /// As joiner: ask the donor for the state when a transfer is awaited
+    /// and not yet asked for, or again when the donor went quiet.
+    async fn ask_for_state(&mut self) {
+        let Phase::Awaiting { donor, view } = self.core.phase() else {
+            self.request = None;
+            return;
+        };
+        let attempt = match self.request {
+            Some((d, v, a, heard)) if d == donor && v == view => {
+                if heard.elapsed() < RETRY_AFTER {
+                    return;
+                }
+                if a >= MAX_ATTEMPTS {
+                    self.core.give_up(format!(
+                        "the donor {donor} did not answer {a} requests for the state"
+                    ));
+                    return;
+                }
+                a + 1
+            }
+            _ => 1,
+        };
+        self.request = Some((donor, view, attempt, Instant::now()));
+        self.send_direct(donor, &Direct::Request { view, attempt })
+            .await;
+    }
+
+    /// Carries out the core's actions.
+    async fn actions(&mut self) {
+        loop {
+            let actions = self.core.drain_actions();
+            if actions.is_empty() {
+                return;
+            }
+            for a in actions {
+                self.action(a).await;
+            }
+        }
+    }
+
+    async fn action(&mut self, a: Action<S>) {
+        match a {
+            Action::Applied { req, output } => {
+                Metrics::add(&self.metrics.commands_applied, 1);
+                if let Some(r) = self.pending.remove(&req) {
+                    self.acks.push((r, output));
+                }
+            }
+            Action::Rejected { req, reason } => {
+                if let Some(r) = self.pending.remove(&req) {
+                    let _ = r.send(Err(RsmError::Codec(reason)));
+                }
+            }
+            Action::Multicast(b) => {
+                if let Err(e) = self.multicast(b).await {
+                    tracing::debug!(error = %e, "recovery claim not sent");
+                }
+            }
+            Action::SendState {
+                joiner,
+                view,
+                position,
+                image,
+                recovering,
+            } => {
+                // Kept until the joiner asks (and asks again if pieces
+                // are lost), has restored it, or leaves the view.
+                self.donors.insert(
+                    joiner,
+                    Prepared {
+                        plan: Plan {
+                            joiner,
+                            view,
+                            position,
+                            image,
+                            recovering,
+                            attempt: 0,
+                        },
+                        running: None,
+                    },
+                );
+                if let Some((v, attempt)) = self.asked.remove(&joiner) {
+                    if v == view {
+                        self.on_request_state(joiner, view, attempt);
+                    }
+                }
+            }
+            Action::Retry { reason } => {
+                tracing::info!(%reason, "state transfer interrupted: asking again");
+                if let Some(r) = &mut self.request {
+                    // Ask at the next round.
+                    r.3 = Instant::now() - RETRY_AFTER;
+                }
+            }
+            Action::Log { first, payload } => {
+                if self.cfg.durability == Durability::Logged {
+                    if let Some(store) = &self.store {
+                        match store.append(first, &payload) {
+                            Ok(()) => {
+                                self.logged = true;
+                                Metrics::add(&self.metrics.log_appends, 1);
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot append to the log: stopping");
+                                self.stop(format!("the log cannot be written: {e}"));
+                            }
+                        }
+                    }
+                }
+            }
+            Action::StateRestored {
+                donor,
+                position,
+                bytes,
+            } => {
+                tracing::info!(%donor, position, bytes, "state received");
+                Metrics::add(&self.metrics.transfers_received, 1);
+                self.emit(ReplicaEvent::StateTransferDone {
+                    donor,
+                    position,
+                    bytes,
+                });
+                if self.store.is_some() {
+                    // The received state is the new base of the log.
+                    self.needs_base = self.cfg.durability == Durability::Logged;
+                    self.ckpt_force = true;
+                }
+            }
+            Action::GiveUp { reason } => {
+                tracing::warn!(%reason, "state transfer failed: rejoining as a new incarnation");
+                self.emit(ReplicaEvent::StateTransferFailed {
+                    reason: reason.clone(),
+                });
+                self.need_rejoin = Some(reason);
+            }
+            Action::Recovered { position, holder } => {
+                self.emit(ReplicaEvent::Recovered { position, holder });
+            }
+        }
+    }
+
+    /// Ends a round: the log flush (Logged), then the acknowledgements.
+    async fn finish_round(&mut self) {
+        if self.logged {
+            self.logged = false;
+            if let Some(store) = self.store.clone() {
+                let r = tokio::task::spawn_blocking(move || store.flush()).await;
+                let err = match r {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(e) = err {
+                    tracing::error!(error = %e, "cannot flush the log: stopping");
+                    for (r, _) in self.acks.drain(..) {
+                        let _ = r.send(Err(RsmError::Storage(e.clone())));
+                    }
+                    self.stop(format!("the log cannot be flushed: {e}"));
+                    return;
+                }
+            }
+        }
+        for (r, out) in self.acks.drain(..) {
+            let _ = r.send(Ok(out));
+        }
+    }
+
+    fn on_transfer_done(&mut self, f: Finished) {
+        if let Some(p) = self.donors.get_mut(&f.joiner) {
+            if p.running.as_ref().is_some_and(|o| o.attempt == f.attempt) {
+                p.running = None;
+            }
+        }
+        match f.result {
+            Ok(bytes) => {
+                if bytes > 0 {
+                    tracing::info!(joiner = %f.joiner, bytes, "state sent");
+                    self.emit(ReplicaEvent::StateTransferSent {
+                        joiner: f.joiner,
+                        bytes,
+                    });
+                }
+            }
+            Err(e) => tracing::info!(joiner = %f.joiner, error = %e, "state transfer stopped"),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if matches!(self.core.phase(), Phase::Awaiting { .. })
+            && self.last_progress.elapsed() > self.cfg.transfer_timeout
+        {
+            self.core.give_up(format!(
+                "no progress of the state transfer for {:?}",
+                self.cfg.transfer_timeout
+            ));
+        }
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        let Some(store) = &self.store else { return };
+        if self.ckpt.is_some() || self.core.phase() != Phase::Member || !self.core.readable() {
+            return;
+        }
+        let pos = self.core.position();
+        let due = self.ckpt_force
+            || (self.cfg.checkpoint_every > 0
+                && pos >= self.last_ckpt_pos + self.cfg.checkpoint_every)
+            || (!self.cfg.checkpoint_interval.is_zero()
+                && pos > self.last_ckpt_pos
+                && self.last_ckpt_at.elapsed() >= self.cfg.checkpoint_interval);
+        if !due {
+            return;
+        }
+        self.ckpt_force = false;
+        self.last_ckpt_at = Instant::now();
+        let image = self.core.machine().image();
+        let view = self.core.view().map(|v| v.id);
+        let store = store.clone();
+        self.ckpt = Some(tokio::task::spawn_blocking(move || {
+            store.write_checkpoint(pos, view, image)
+        }));
+    }
+
+    fn on_checkpoint_done(&mut self, r: Result<Result<Written, RsmError>, tokio::task::JoinError>) {
+        self.ckpt = None;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => Err(RsmError::Storage(format!(
+                "the checkpoint task failed: {e}"
+            ))),
+        };
+        match r {
+            Ok(w) => {
+                self.last_ckpt_pos = w.meta.position;
+                self.needs_base = false;
+                Metrics::add(&self.metrics.checkpoints_written, 1);
+                self.metrics.last_checkpoint_micros.store(
+                    w.took.as_micros() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                tracing::info!(position = w.meta.position, bytes = w.meta.bytes, took = ?w.took, "checkpoint written");
+                self.emit(ReplicaEvent::CheckpointWritten {
+                    position: w.meta.position,
+                });
+                self.publish();
+                for r in self.ckpt_waiters.drain(..) {
+                    let _ = r.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpoint failed");
+                let msg = e.to_string();
+                for r in self.ckpt_waiters.drain(..) {
+                    let _ = r.send(Err(RsmError::Storage(msg.clone())));
+                }
+            }
+        }
+    }
+
+    fn maybe_leave(&mut self) {
+        if self.leaving.is_none() || !self.pending.is_empty() || !self.outgoing.is_empty() {
+            return;
+        }
+        if let Some(reply) = self.leaving.take() {
+            let sender = self.sender.clone();
+            tokio::spawn(async move {
+                let r = sender.leave().await.map_err(RsmError::from);
+                let _ = reply.send(r);
+            });
+            // Refuse further requests until Left ends the task.
+            self.leaving = None;
+            self.blocked = false;
+            self.need_rejoin = None;
+            self.stopped_soon();
+        }
+    }
+
+    /// After a leave was requested: refuse new work (the Left event stops
+    /// the task).
+    fn stopped_soon(&mut self) {
+        self.cfg.auto_rejoin = false;
+        for (_, r) in self.pending.drain() {
+            let _ = r.send(Err(RsmError::ShuttingDown));
+        }
+    }
+
+    async fn rejoin(&mut self, reason: String) {
+        for (_, r) in self.pending.drain() {
+            let _ = r.send(Err(RsmError::Removed));
+        }
+        for (e, r) in self.outgoing.drain(..) {
+            drop(e);
+            if let Some(r) = r {
+                let _ = r.send(Err(RsmError::Removed));
+            }
+        }
+        self.outgoing_bytes = 0;
+        self.donors.clear();
+        self.asked.clear();
+        self.request = None;
+        self.core.on_removed();
+        self.blocked = false;
+        if !self.cfg.auto_rejoin {
+            self.stop(reason);
+            return;
+        }
+        let old = self.core.pid();
+        let mut seeds: BTreeSet<SocketAddr> = self.cfg.net.seeds.iter().copied().collect();
+        if let Some(g) = &self.group {
+            seeds.extend(g.known_peers().into_iter().map(|(_, a)| a));
+        }
+        let mut net = self.cfg.net.clone();
+        net.seeds = seeds.into_iter().collect();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        net.incarnation = Some(now.max(old.inc + 1));
+        tracing::info!(%reason, "rejoining as a new incarnation");
+        // Stop the old incarnation first (its listener may hold the port).
+        if let Some(g) = self.group.take() {
+            g.shutdown().await;
+        }
+        let mut delay = Duration::from_millis(50);
+        let group = loop {
+            match Group::join(net.clone()).await {
+                Ok(g) => break g,
+                Err(e) if delay < Duration::from_secs(5) => {
+                    tracing::debug!(error = %e, "rejoin: retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    self.stop(format!("cannot rejoin: {e}"));
+                    return;
+                }
+            }
+        };
+        let pid = group.pid();
+        self.sender = group.sender();
+        self.group = Some(group);
+        self.core.rejoin(pid);
+        Metrics::add(&self.metrics.rejoins, 1);
+        self.emit(ReplicaEvent::Rejoined { pid });
+    }
+
+    fn publish(&self) {
+        let view = self.core.view().cloned();
+        let pid = self.core.pid();
+        let role = if self.stopped.is_some() {
+            Role::Stopped
+        } else {
+            match self.core.phase() {
+                Phase::Removed => Role::Removed,
+                _ if self.blocked => Role::Blocked,
+                Phase::Joining => Role::Joining,
+                Phase::Awaiting { .. } => Role::ReceivingState,
+                Phase::Member if self.core.recovering() => Role::Recovering,
+                Phase::Member if self.donors.values().any(|p| p.running.is_some()) => Role::Donor,
+                Phase::Member => {
+                    if view.as_ref().and_then(|v| v.members.first()) == Some(&pid) {
+                        Role::Coordinator
+                    } else {
+                        Role::Member
+                    }
+                }
+            }
+        };
+        self.status.send_modify(|s| {
+            s.pid = Some(pid);
+            s.members = view.as_ref().map_or_else(Vec::new, |v| v.members.clone());
+            s.view = view;
+            s.position = self.core.position();
+            s.role = role;
+            s.blocked = self.blocked;
+            if self.last_ckpt_pos > 0
+                || self
+                    .metrics
+                    .checkpoints_written
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 0
+            {
+                s.last_checkpoint = Some(self.last_ckpt_pos);
+            }
+        });
+    }
+}
+
+/// The next event of the current incarnation (never, while there is none).
+async fn next_event(g: &mut Option<GroupHandle>) -> Option<Event> {
+    match g {
+        Some(g) => g.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+type CheckpointTask = JoinHandle<Result<Written, RsmError>>;
+
+/// The running checkpoint's result (never, while none runs).
+async fn ckpt_done(
+    c: &mut Option<CheckpointTask>,
+) -> Option<Result<Result<Written, RsmError>, tokio::task::JoinError>> {
+    match c {
+        Some(h) => Some(h.await),
+        None => std::future::pending().await,
+    }
+}
+
+async fn send_direct(sender: GroupSender, to: Pid, encoded: Result<Vec<u8>, postcard::Error>) {
+    match encoded {
+        Ok(b) => {
+            if let Err(e) = sender.send_to(to, Bytes::from(b)).await {
+                tracing::debug!(error = %e, "direct message not sent");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode a direct message"),
+    }
+}

@@ -1,0 +1,613 @@
+//! The sans-IO replica: the state machine, its position, the buffer of
+//! deliveries held back during a state transfer, and total-failure
+//! recovery, driven by the group's events. No sockets, no clocks, no disk:
+//! the runtime ([`crate::Replica`]) and the simulator tests feed it events
+//! and carry out its [`Action`]s.
+//!
+//! Guarantees (each checked by the simulator test over many seeds):
+//! - every member applies the same commands in the same order; `position`
+//!   counts them since the group's genesis, so two replicas at the same
+//!   position hold the same state;
+//! - a joiner's state is the donor's at the cut (the donor's last delivery
+//!   of the view before the one that admits the joiner), and the joiner
+//!   applies the new view's deliveries after restoring it, so it reaches
+//!   every later position with the same state as the others;
+//! - a recovering group applies no command until its members have agreed,
+//!   through the total order, on the highest position among them and
+//!   every member holds that state.
+
+use crate::error::RestoreError;
+use crate::machine::StateMachine;
+use crate::wire::{Entry, decode_batch, encode_batch};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use vsync_core::{Pid, View, ViewId};
+
+/// A closure run on the state at an ordered read's place.
+/// (`Err` if the replica cannot serve it: removed, stopping.)
+pub type ReadFn<S> = Box<dyn FnOnce(Result<&S, crate::RsmError>) + Send>;
+
+/// What the runtime must do for the core.
+pub enum Action<S: StateMachine> {
+    /// A command of this replica was applied: answer request `req`.
+    Applied {
+        /// The request.
+        req: u64,
+        /// The output.
+        output: S::Output,
+    },
+    /// A command of this replica could not be decoded (answered with an
+    /// error; the others skipped it too).
+    Rejected {
+        /// The request.
+        req: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Multicast this payload (a recovery claim).
+    Multicast(Bytes),
+    /// Stream this state to `joiner` (`image` `None`: send no state, see
+    /// `recovering`; both `None`: refuse, this replica has no state).
+    SendState {
+        /// Who gets it.
+        joiner: Pid,
+        /// The view the transfer belongs to.
+        view: ViewId,
+        /// The position of the image.
+        position: u64,
+        /// The image at the cut.
+        image: Option<S::Image>,
+        /// The group is recovering, with this many members expected.
+        recovering: Option<u64>,
+    },
+    /// A delivered batch with commands was applied; `first` is the position
+    /// before it (for the durable log).
+    Log {
+        /// Position before the batch.
+        first: u64,
+        /// The batch as delivered.
+        payload: Bytes,
+    },
+    /// A state transfer completed.
+    StateRestored {
+        /// The donor.
+        donor: Pid,
+        /// The position restored.
+        position: u64,
+        /// Bytes received.
+        bytes: u64,
+    },
+    /// A piece of the state was lost in transit: ask the donor to start
+    /// the transfer again.
+    Retry {
+        /// Why, in plain words.
+        reason: String,
+    },
+    /// The state transfer cannot complete: rejoin as a new incarnation.
+    GiveUp {
+        /// Why, in plain words.
+        reason: String,
+    },
+    /// Recovery chose the state of `holder` at `position`.
+    Recovered {
+        /// The position chosen.
+        position: u64,
+        /// Who held it.
+        holder: Pid,
+    },
+}
+
+/// Where the core is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not yet in a view.
+    Joining,
+    /// In a view, waiting for the state from `donor`.
+    Awaiting {
+        /// The donor.
+        donor: Pid,
+        /// The view of the transfer.
+        view: ViewId,
+    },
+    /// A member with a state (recovering or not: see
+    /// [`ReplicaCore::recovering`]).
+    Member,
+    /// Removed from the group.
+    Removed,
+}
+
+struct Restore {
+    position: u64,
+    next: u64,
+    crc: crc32fast::Hasher,
+    partial: Vec<u8>,
+    bytes: u64,
+}
+
+struct Recovery {
+    expect: usize,
+    claims: BTreeMap<Pid, u64>,
+}
+
+/// The sans-IO replica (see the module documentation).
+pub struct ReplicaCore<S: StateMachine> {
+    pid: Pid,
+    machine: S,
+    position: u64,
+    phase: Phase,
+    view: Option<View>,
+    buffered: VecDeque<Bytes>,
+    restore: Option<Restore>,
+    recovery: Option<Recovery>,
+    reads: HashMap<u64, ReadFn<S>>,
+    actions: Vec<Action<S>>,
+    /// Whether the machine holds a usable state (not a partial restore).
+    intact: bool,
+}
+
+impl<S: StateMachine> ReplicaCore<S> {
+    /// A core for process `pid` holding `machine` at `position`.
+    /// `recovering`: `Some(expect)` to start in total-failure recovery.
+    pub fn new(pid: Pid, machine: S, position: u64, recovering: Option<usize>) -> Self {
+        ReplicaCore {
+            pid,
+            machine,
+            position,
+            phase: Phase::Joining,
+            view: None,
+            buffered: VecDeque::new(),
+            restore: None,
+            recovery: recovering.map(|expect| Recovery {
+                expect,
+                claims: BTreeMap::new(),
+            }),
+            reads: HashMap::new(),
+            actions: Vec::new(),
+            intact: true,
+        }
+    }
+
+    /// This process.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Commands applied since genesis.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The state machine.
+    pub fn machine(&self) -> &S {
+        &self.machine
+    }
+
+    /// Where the core is.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Option<&View> {
+        self.view.as_ref()
+    }
+
+    /// Whether the group has not yet recovered from a total failure.
+    pub fn recovering(&self) -> bool {
+        self.recovery.is_some()
+    }
+
+    /// Whether the state may be read locally (not mid-transfer).
+    pub fn readable(&self) -> bool {
+        self.intact && !matches!(self.phase, Phase::Awaiting { .. })
+    }
+
+    /// Whether commands may be submitted.
+    pub fn serving(&self) -> bool {
+        self.phase == Phase::Member && self.recovery.is_none()
+    }
+
+    /// Deliveries held back until the state arrives.
+    pub fn buffered(&self) -> usize {
+        self.buffered.len()
+    }
+
+    /// The actions produced so far.
+    pub fn drain_actions(&mut self) -> Vec<Action<S>> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Registers the closure of ordered read `req` (run when its
+    /// [`Entry::Read`] is delivered).
+    pub fn register_read(&mut self, req: u64, f: ReadFn<S>) {
+        self.reads.insert(req, f);
+    }
+
+    /// Fails every registered read with `err()`.
+    pub fn fail_reads(&mut self, err: impl Fn() -> crate::RsmError) {
+        for (_, f) in self.reads.drain() {
+            f(Err(err()));
+        }
+    }
+
+    /// Starts loading a local state (a checkpoint) before the core joins.
+    pub fn load_begin(&mut self) {
+        self.intact = false;
+        self.machine.restore_begin();
+    }
+
+    /// Loads one chunk of a local state.
+    pub fn load_chunk(&mut self, chunk: &[u8]) -> Result<(), RestoreError> {
+        self.machine.restore_chunk(chunk)
+    }
+
+    /// Ends loading a local state at `position`.
+    pub fn load_end(&mut self, position: u64) -> Result<(), RestoreError> {
+        self.machine.restore_end()?;
+        self.position = position;
+        self.intact = true;
+        Ok(())
+    }
+
+    /// Discards the state: genesis (position 0, an empty machine).
+    pub fn reset(&mut self) -> Result<(), RestoreError> {
+        self.load_begin();
+        self.load_end(0)
+    }
+
+    /// Re-applies a logged batch whose first command is at `first` (commands
+    /// before the current position are skipped).
+    pub fn replay(&mut self, first: u64, payload: &[u8]) -> Result<(), String> {
+        let entries = decode_batch(payload).map_err(|e| e.to_string())?;
+        self.apply_entries(entries, first, None);
+        self.actions
+            .retain(|a| !matches!(a, Action::Applied { .. } | Action::Rejected { .. }));
+        Ok(())
+    }
+
+    /// A view was installed.
+    pub fn on_view(&mut self, view: View) {
+        let id = view.id;
+        let has_donor = match self.phase {
+            Phase::Awaiting { donor, .. } => Some(view.contains(donor)),
+            _ => None,
+        };
+        self.view = Some(view);
+        match (self.phase, has_donor) {
+            (Phase::Joining, _) => self.phase = Phase::Member,
+            (Phase::Awaiting { donor, .. }, Some(false)) => {
+                self.give_up(format!(
+                    "the donor {donor} left the view {id} before the state arrived"
+                ));
+                return;
+            }
+            _ => {}
+        }
+        if self.phase == Phase::Member {
+            self.claim();
+        }
+    }
+
+    /// Multicasts a recovery claim if the group is recovering.
+    fn claim(&mut self) {
+        if let Some(r) = &mut self.recovery {
+            r.claims.clear();
+            let e = [Entry::Recover {
+                origin: self.pid,
+                position: self.position,
+            }];
+            if let Ok(b) = encode_batch(&e) {
+                self.actions.push(Action::Multicast(b));
+            }
+        }
+    }
+
+    /// This process must receive the state from `donor`.
+    pub fn on_await_state(&mut self, donor: Pid, view: ViewId) {
+        self.phase = Phase::Awaiting { donor, view };
+        self.restore = None;
+        if let Some(r) = &mut self.recovery {
+            r.claims.clear();
+        }
+    }
+
+    /// This process is the donor for `joiner` (the cut is now).
+    pub fn on_send_state(&mut self, joiner: Pid, view: ViewId) {
+        let (image, recovering) = if self.phase != Phase::Member || !self.intact {
+            (None, None)
+        } else if let Some(r) = &self.recovery {
+            (None, Some(r.expect as u64))
+        } else {
+            (Some(self.machine.image()), None)
+        };
+        self.actions.push(Action::SendState {
+            joiner,
+            view,
+            position: self.position,
+            image,
+            recovering,
+        });
+    }
+
+    /// A batch was delivered in the total order.
+    pub fn on_deliver(&mut self, payload: Bytes) {
+        if matches!(self.phase, Phase::Awaiting { .. }) {
+            self.buffered.push_back(payload);
+            return;
+        }
+        self.apply_batch(payload);
+    }
+
+    /// This process was removed (or gave up); it will rejoin as `pid`.
+    pub fn on_removed(&mut self) {
+        self.phase = Phase::Removed;
+        self.view = None;
+        self.buffered.clear();
+        self.restore = None;
+        self.fail_reads(|| crate::RsmError::Removed);
+    }
+
+    /// This process rejoins as a new incarnation.
+    pub fn rejoin(&mut self, pid: Pid) {
+        self.on_removed();
+        self.pid = pid;
+        self.phase = Phase::Joining;
+    }
+
+    fn apply_batch(&mut self, payload: Bytes) {
+        let entries = match decode_batch(&payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable batch delivered: skipped by every replica");
+                return;
+            }
+        };
+        let first = self.position;
+        let applied = self.apply_entries(entries, first, Some(()));
+        if applied > 0 {
+            self.actions.push(Action::Log { first, payload });
+        }
+    }
+
+    /// Applies entries, the first command being at position `first`.
+    /// Returns how many commands were applied.
+    fn apply_entries(&mut self, entries: Vec<Entry>, first: u64, live: Option<()>) -> u64 {
+        let mut pos = first;
+        let mut applied = 0;
+        for e in entries {
+            match e {
+                Entry::Cmd { origin, req, cmd } => {
+                    let c = match postcard::from_bytes::<S::Command>(&cmd) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            if origin == self.pid {
+                                self.actions.push(Action::Rejected {
+                                    req,
+                                    reason: e.to_string(),
+                                });
+                            }
+                            continue;
+                        }
+                    };
+                    pos += 1;
+                    if pos <= self.position {
+                        continue; // replay of a command already in the state
+                    }
+                    if self.recovery.is_some() && live.is_some() {
+                        // Never multicast while recovering; skip alike
+                        // everywhere should one arrive.
+                        continue;
+                    }
+                    let output = self.machine.apply(c);
+                    self.position += 1;
+                    applied += 1;
+                    if origin == self.pid {
+                        self.actions.push(Action::Applied { req, output });
+                    }
+                }
+                Entry::Read { origin, req } => {
+                    if origin == self.pid && live.is_some() {
+                        if let Some(f) = self.reads.remove(&req) {
+                            f(Ok(&self.machine));
+                        }
+                    }
+                }
+                Entry::Recover { origin, position } => {
+                    if live.is_some() {
+                        self.on_claim(origin, position);
+                    }
+                }
+            }
+        }
+        applied
+    }
+
+    fn on_claim(&mut self, origin: Pid, position: u64) {
+        let Some(view) = &self.view else { return };
+        let Some(r) = &mut self.recovery else { return };
+        if !view.contains(origin) {
+            return;
+        }
+        r.claims.insert(origin, position);
+        if view.members.len() < r.expect || !view.members.iter().all(|m| r.claims.contains_key(m)) {
+            return;
+        }
+        // The deciding claim: every member holds the same claims now.
+        let (holder, max) = r
+            .claims
+            .iter()
+            .map(|(p, pos)| (*p, *pos))
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+            .unwrap_or((self.pid, self.position));
+        let behind: Vec<Pid> = r
+            .claims
+            .iter()
+            .filter(|(_, pos)| **pos < max)
+            .map(|(p, _)| *p)
+            .collect();
+        self.recovery = None;
+        let vid = view.id;
+        tracing::info!(position = max, %holder, "recovery: chose the most recent state");
+        self.actions.push(Action::Recovered {
+            position: max,
+            holder,
+        });
+        if holder == self.pid {
+            for joiner in behind {
+                self.actions.push(Action::SendState {
+                    joiner,
+                    view: vid,
+                    position: self.position,
+                    image: Some(self.machine.image()),
+                    recovering: None,
+                });
+            }
+        } else if self.position < max {
+            self.phase = Phase::Awaiting {
+                donor: holder,
+                view: vid,
+            };
+            self.restore = None;
+        }
+    }
+
+    fn check_from(&self, from: Pid, view: ViewId) -> bool {
+        matches!(self.phase, Phase::Awaiting { donor, view: v } if donor == from && v == view)
+    }
+
+    /// The donor starts sending (`recovering`: the group has no agreed
+    /// state yet; keep ours and take part in recovery). Ignored unless it
+    /// comes from the awaited donor for the awaited view.
+    pub fn state_begin(&mut self, from: Pid, view: ViewId, position: u64, recovering: Option<u64>) {
+        if !self.check_from(from, view) {
+            return;
+        }
+        if let Some(expect) = recovering {
+            if !self.intact {
+                // No usable state of our own: take part with an empty one.
+                if let Err(e) = self.reset() {
+                    self.give_up(e.to_string());
+                    return;
+                }
+            }
+            self.recovery = Some(Recovery {
+                expect: expect as usize,
+                claims: BTreeMap::new(),
+            });
+            self.phase = Phase::Member;
+            self.claim();
+            self.drain_buffer();
+            return;
+        }
+        // A donor with a state: the group has recovered (or never failed).
+        self.recovery = None;
+        self.intact = false;
+        self.machine.restore_begin();
+        self.restore = Some(Restore {
+            position,
+            next: 0,
+            crc: crc32fast::Hasher::new(),
+            partial: Vec::new(),
+            bytes: 0,
+        });
+    }
+
+    /// A piece of the state. Returns the number of pieces restored so far
+    /// (for the acknowledgement), or `None` if the piece was ignored.
+    pub fn state_piece(
+        &mut self,
+        from: Pid,
+        view: ViewId,
+        seq: u64,
+        last: bool,
+        data: &[u8],
+    ) -> Option<u64> {
+        if !self.check_from(from, view) {
+            return None;
+        }
+        let r = self.restore.as_mut()?;
+        if seq != r.next {
+            let reason = format!("state transfer piece {seq} arrived, {} expected", r.next);
+            self.restore = None;
+            self.actions.push(Action::Retry { reason });
+            return None;
+        }
+        r.next += 1;
+        r.bytes += data.len() as u64;
+        r.crc.update(data);
+        let res = if last && r.partial.is_empty() {
+            self.machine.restore_chunk(data)
+        } else {
+            r.partial.extend_from_slice(data);
+            if last {
+                let chunk = std::mem::take(&mut r.partial);
+                self.machine.restore_chunk(&chunk)
+            } else {
+                Ok(())
+            }
+        };
+        let next = r.next;
+        if let Err(e) = res {
+            self.give_up(e.to_string());
+            return None;
+        }
+        Some(next)
+    }
+
+    /// The donor has sent everything.
+    pub fn state_end(&mut self, from: Pid, view: ViewId, pieces: u64, crc: u32) {
+        if !self.check_from(from, view) {
+            return;
+        }
+        let Some(r) = self.restore.take() else {
+            self.give_up("the state ended before it began".into());
+            return;
+        };
+        if r.next != pieces || !r.partial.is_empty() {
+            self.give_up(format!(
+                "the state ended after {} pieces, the donor sent {pieces}",
+                r.next
+            ));
+            return;
+        }
+        if r.crc.finalize() != crc {
+            self.give_up("the state's checksum does not match: corrupted in transit".into());
+            return;
+        }
+        if let Err(e) = self.machine.restore_end() {
+            self.give_up(e.to_string());
+            return;
+        }
+        self.intact = true;
+        self.position = r.position;
+        self.phase = Phase::Member;
+        self.actions.push(Action::StateRestored {
+            donor: from,
+            position: r.position,
+            bytes: r.bytes,
+        });
+        self.drain_buffer();
+    }
+
+    /// The donor has no state to send.
+    pub fn state_refused(&mut self, from: Pid, view: ViewId) {
+        if self.check_from(from, view) {
+            self.give_up(format!("the donor {from} has no state to send"));
+        }
+    }
+
+    /// Gives up on the transfer in progress (e.g. no progress for too long).
+    pub fn give_up(&mut self, reason: String) {
+        self.restore = None;
+        self.actions.push(Action::GiveUp { reason });
+    }
+
+    fn drain_buffer(&mut self) {
+        while self.phase == Phase::Member {
+            let Some(p) = self.buffered.pop_front() else {
+                break;
+            };
+            self.apply_batch(p);
+        }
+    }
+}

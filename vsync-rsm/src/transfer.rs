@@ -1,0 +1,188 @@
+//! The donor's side of a state transfer: a task per joiner that serialises
+//! the image taken at the cut (on a blocking thread, off the apply path)
+//! and streams it as [`Direct`] pieces with
+//! [`vsync_net::GroupSender::send_to`], once the joiner asks for it
+//! ([`Direct::Request`]; asking again with a higher attempt number restarts
+//! the stream from a clone of the same image).
+//!
+//! Flow control is end to end: the donor keeps at most [`WINDOW`] pieces
+//! beyond the joiner's last acknowledgement (the joiner acknowledges every
+//! [`ACK_EVERY`] pieces once restored), so neither side buffers more than
+//! a few tens of MiB whatever the state's size. The replica task cancels
+//! the stream (aborts the task) when a view change removes the joiner.
+
+use crate::machine::SnapshotImage;
+use crate::status::Metrics;
+use crate::wire::Direct;
+use bytes::Bytes;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use vsync_core::{Pid, ViewId};
+use vsync_net::GroupSender;
+
+/// Largest piece, bytes (kept well below the frame limit).
+pub const PIECE: usize = 1 << 20;
+/// Pieces in flight beyond the joiner's acknowledgement.
+pub const WINDOW: u64 = 32;
+/// The joiner acknowledges every this many pieces.
+pub const ACK_EVERY: u64 = 8;
+
+/// A running stream to one joiner.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) attempt: u32,
+    pub(crate) acked: watch::Sender<u64>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a stream ended.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) joiner: Pid,
+    pub(crate) attempt: u32,
+    pub(crate) result: Result<u64, String>,
+}
+
+/// What to send.
+#[derive(Clone)]
+pub(crate) struct Plan<I> {
+    pub(crate) joiner: Pid,
+    pub(crate) view: ViewId,
+    pub(crate) position: u64,
+    pub(crate) image: Option<I>,
+    pub(crate) recovering: Option<u64>,
+    pub(crate) attempt: u32,
+}
+
+fn enc(m: &Direct) -> Result<Bytes, String> {
+    postcard::to_stdvec(m)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string())
+}
+
+/// Starts streaming to a joiner.
+pub(crate) fn spawn<I: SnapshotImage>(
+    sender: GroupSender,
+    plan: Plan<I>,
+    metrics: Arc<Metrics>,
+    done: mpsc::UnboundedSender<Finished>,
+) -> Outgoing {
+    let (acked_tx, acked_rx) = watch::channel(0u64);
+    let (joiner, attempt) = (plan.joiner, plan.attempt);
+    let task = tokio::spawn(async move {
+        let result = stream(sender, plan, metrics, acked_rx).await;
+        let _ = done.send(Finished {
+            joiner,
+            attempt,
+            result,
+        });
+    });
+    Outgoing {
+        attempt,
+        acked: acked_tx,
+        task,
+    }
+}
+
+async fn stream<I: SnapshotImage>(
+    sender: GroupSender,
+    plan: Plan<I>,
+    metrics: Arc<Metrics>,
+    mut acked: watch::Receiver<u64>,
+) -> Result<u64, String> {
+    let (to, view, attempt) = (plan.joiner, plan.view, plan.attempt);
+    let send = |m: Direct| {
+        let sender = sender.clone();
+        async move {
+            let b = enc(&m)?;
+            sender.send_to(to, b).await.map_err(|e| e.to_string())
+        }
+    };
+    let Some(mut image) = plan.image else {
+        if plan.recovering.is_some() {
+            send(Direct::Begin {
+                view,
+                attempt,
+                position: plan.position,
+                recovering: plan.recovering,
+            })
+            .await?;
+        } else {
+            send(Direct::Refuse { view }).await?;
+        }
+        return Ok(0);
+    };
+    send(Direct::Begin {
+        view,
+        attempt,
+        position: plan.position,
+        recovering: None,
+    })
+    .await?;
+    let piece = PIECE.min(sender.max_direct().saturating_sub(256)).max(1024);
+    // The image is serialised on a blocking thread, a few pieces ahead.
+    let (ptx, mut prx) = mpsc::channel::<(Bytes, bool)>(8);
+    let producer = tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = image.next_chunk() {
+            let chunk = Bytes::from(chunk);
+            if chunk.is_empty() {
+                if ptx.blocking_send((chunk, true)).is_err() {
+                    return;
+                }
+                continue;
+            }
+            let mut off = 0;
+            while off < chunk.len() {
+                let end = (off + piece).min(chunk.len());
+                if ptx
+                    .blocking_send((chunk.slice(off..end), end == chunk.len()))
+                    .is_err()
+                {
+                    return;
+                }
+                off = end;
+            }
+        }
+    });
+    let mut seq = 0u64;
+    let mut crc = crc32fast::Hasher::new();
+    let mut bytes = 0u64;
+    while let Some((data, last)) = prx.recv().await {
+        while seq >= *acked.borrow() + WINDOW {
+            if acked.changed().await.is_err() {
+                return Err("the replica stopped".into());
+            }
+        }
+        crc.update(&data);
+        let n = data.len() as u64;
+        send(Direct::Piece {
+            view,
+            attempt,
+            seq,
+            last,
+            data,
+        })
+        .await?;
+        bytes += n;
+        Metrics::add(&metrics.transfer_bytes_sent, n);
+        seq += 1;
+    }
+    producer
+        .await
+        .map_err(|e| format!("serialising the state failed: {e}"))?;
+    send(Direct::End {
+        view,
+        attempt,
+        pieces: seq,
+        crc: crc.finalize(),
+    })
+    .await?;
+    Ok(bytes)
+}

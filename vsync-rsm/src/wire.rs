@@ -1,0 +1,143 @@
+//! What replicas send each other: [`Entry`] batches through the total order
+//! and [`Direct`] messages (state transfer) point to point. Postcard; every
+//! decode of peer bytes returns a typed error.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use vsync_core::{Pid, ViewId};
+
+/// One item of a multicast batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Entry {
+    /// A command from `origin`'s request `req` (the command's postcard).
+    Cmd {
+        /// The replica that executes it for a client.
+        origin: Pid,
+        /// Its request number there.
+        req: u64,
+        /// The encoded command.
+        cmd: Bytes,
+    },
+    /// An ordered read of `origin`: runs when it reaches its place.
+    Read {
+        /// The replica that reads.
+        origin: Pid,
+        /// Its request number.
+        req: u64,
+    },
+    /// A recovering member's claim: the position of the state it holds.
+    Recover {
+        /// The claimant.
+        origin: Pid,
+        /// Commands applied since genesis in its state.
+        position: u64,
+    },
+}
+
+/// Encodes a batch.
+pub fn encode_batch(entries: &[Entry]) -> Result<Bytes, postcard::Error> {
+    postcard::to_stdvec(entries).map(Bytes::from)
+}
+
+/// Decodes a batch.
+pub fn decode_batch(b: &[u8]) -> Result<Vec<Entry>, postcard::Error> {
+    postcard::from_bytes(b)
+}
+
+/// Point-to-point messages of a state transfer. The joiner asks
+/// ([`Direct::Request`]); the donor streams the image it took at the cut.
+/// A lost piece (the link broke and the transport dropped what was
+/// queued) makes the joiner ask again with the next `attempt` number: the
+/// donor restarts from a clone of the same image, and messages of older
+/// attempts are ignored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direct {
+    /// The joiner asks for the state (again, with a higher `attempt`).
+    Request {
+        /// The view that admitted the joiner.
+        view: ViewId,
+        /// Attempt number, from 1.
+        attempt: u32,
+    },
+    /// The donor starts sending the state at `position` for the view that
+    /// admitted the joiner.
+    Begin {
+        /// The view that admitted the joiner.
+        view: ViewId,
+        /// The attempt this answers.
+        attempt: u32,
+        /// The position of the state.
+        position: u64,
+        /// The group is recovering from a total failure and has no agreed
+        /// state yet: keep your own and take part in recovery (`expect`
+        /// members).
+        recovering: Option<u64>,
+    },
+    /// A piece of a chunk (`last`: the chunk's last piece).
+    Piece {
+        /// The view that admitted the joiner.
+        view: ViewId,
+        /// The attempt.
+        attempt: u32,
+        /// Piece number, from 0.
+        seq: u64,
+        /// Whether this piece ends a chunk.
+        last: bool,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// The state is complete: `pieces` pieces with this CRC-32 over all
+    /// their bytes.
+    End {
+        /// The view.
+        view: ViewId,
+        /// The attempt.
+        attempt: u32,
+        /// Pieces sent.
+        pieces: u64,
+        /// CRC-32 of every piece's bytes in order.
+        crc: u32,
+    },
+    /// The donor has no state to send (it is itself waiting for one): the
+    /// joiner gives up and rejoins.
+    Refuse {
+        /// The view.
+        view: ViewId,
+    },
+    /// The joiner has restored `next` pieces (flow control); `u64::MAX`:
+    /// the state is restored, the donor may drop its image.
+    Ack {
+        /// The view.
+        view: ViewId,
+        /// The attempt.
+        attempt: u32,
+        /// Pieces restored (the next expected number).
+        next: u64,
+    },
+}
+
+impl Direct {
+    /// The view this message belongs to.
+    pub fn view(&self) -> ViewId {
+        match self {
+            Direct::Request { view, .. }
+            | Direct::Begin { view, .. }
+            | Direct::Piece { view, .. }
+            | Direct::End { view, .. }
+            | Direct::Refuse { view }
+            | Direct::Ack { view, .. } => *view,
+        }
+    }
+
+    /// The attempt this message belongs to (0 for a refusal).
+    pub fn attempt(&self) -> u32 {
+        match self {
+            Direct::Request { attempt, .. }
+            | Direct::Begin { attempt, .. }
+            | Direct::Piece { attempt, .. }
+            | Direct::End { attempt, .. }
+            | Direct::Ack { attempt, .. } => *attempt,
+            Direct::Refuse { .. } => 0,
+        }
+    }
+}

@@ -141,11 +141,25 @@ fn synthetic(messages: u64) -> Vec<History> {
             seq: seq[s],
         };
         t += 100;
-        hs[s - 1].push(t, Event::Send { msg });
+        hs[s - 1].push(
+            t,
+            Event::Send {
+                msg,
+                mode: vsync_core::Delivery::Safe,
+            },
+        );
         pos += 1;
         for (k, h) in hs.iter_mut().enumerate() {
             if members.contains(&pids[k]) {
-                h.push(t + 200 + 10 * k as u64, Event::Deliver { msg, view, pos });
+                h.push(
+                    t + 200 + 10 * k as u64,
+                    Event::Deliver {
+                        msg,
+                        view,
+                        pos,
+                        mode: vsync_core::Delivery::Safe,
+                    },
+                );
             }
         }
     }

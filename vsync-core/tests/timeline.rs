@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use vsync_core::Delivery;
 use vsync_core::engine::Mutations;
 use vsync_core::history::{self, Event, History};
 use vsync_core::sim::{self, SimOptions};
@@ -96,7 +97,13 @@ fn known_run() -> (Vec<History>, usize) {
                     sender: *s,
                     seq: round,
                 };
-                hs[idx(*s)].push(t, Event::Send { msg });
+                hs[idx(*s)].push(
+                    t,
+                    Event::Send {
+                        msg,
+                        mode: Delivery::Safe,
+                    },
+                );
                 pos += 1;
                 for m in &v.members {
                     hs[idx(*m)].push(
@@ -105,6 +112,7 @@ fn known_run() -> (Vec<History>, usize) {
                             msg,
                             view: v.id,
                             pos,
+                            mode: Delivery::Safe,
                         },
                     );
                     deliveries += 1;
@@ -392,11 +400,15 @@ fn odd_histories_never_panic_and_still_draw_valid_svg() {
                     joined: rng.random_bool(0.5),
                     donor: rng.random_bool(0.5).then(|| pid(&mut rng)),
                 },
-                2 => Event::Send { msg },
+                2 => Event::Send {
+                    msg,
+                    mode: Delivery::ALL[rng.random_range(0..4)],
+                },
                 3 | 4 => Event::Deliver {
                     msg,
                     view: v.id,
                     pos: rng.random_range(0..9),
+                    mode: Delivery::ALL[rng.random_range(0..4)],
                 },
                 5 => Event::Blocked { view: v.id },
                 6 => Event::Removed { view: v.id },

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use vsync_rsm::{
-    Durability, Replica, ReplicaConfig, RestoreError, RsmError, SnapshotImage, Start, StateMachine,
+    Durability, Replica, ReplicaConfig, RestoreError, Role, RsmError, SnapshotImage, Start,
+    StateMachine,
 };
 
 /// Entries per snapshot chunk (a chunk also ends past [`CHUNK_BYTES`]).
@@ -227,9 +228,11 @@ impl Backend for KvReplica {
 
     fn status(&self) -> NodeStatus {
         let st = self.replica.status();
+        // "primary" only once the replica serves (a member with its state),
+        // not while it still receives the state.
         let partition = if st.blocked {
             "minority"
-        } else if st.view.is_some() {
+        } else if matches!(st.role, Role::Member | Role::Coordinator | Role::Donor) {
             "primary"
         } else {
             "none"

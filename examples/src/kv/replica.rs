@@ -35,6 +35,8 @@ pub struct KvMachine {
     store: KvStore,
     /// Keys stored, readable without going through the replica's task.
     keys: Arc<AtomicU64>,
+    /// Keys with an expiry, readable likewise (the purge task reads it).
+    expiring: Arc<AtomicU64>,
 }
 
 impl KvMachine {
@@ -43,7 +45,20 @@ impl KvMachine {
         KvMachine {
             store: KvStore::new(),
             keys,
+            expiring: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The published count of keys with an expiry.
+    pub fn expiring_counter(&self) -> Arc<AtomicU64> {
+        self.expiring.clone()
+    }
+
+    /// Publishes the counts.
+    fn publish(&self) {
+        self.keys.store(self.store.len() as u64, Ordering::Relaxed);
+        self.expiring
+            .store(self.store.expiring() as u64, Ordering::Relaxed);
     }
 
     /// The data set.
@@ -102,7 +117,7 @@ impl StateMachine for KvMachine {
 
     fn apply(&mut self, cmd: KvCommand) -> Vec<WriteResult> {
         let out = self.store.apply(cmd);
-        self.keys.store(self.store.len() as u64, Ordering::Relaxed);
+        self.publish();
         out
     }
 
@@ -116,7 +131,7 @@ impl StateMachine for KvMachine {
 
     fn restore_begin(&mut self) {
         self.store = KvStore::new();
-        self.keys.store(0, Ordering::Relaxed);
+        self.publish();
     }
 
     fn restore_chunk(&mut self, chunk: &[u8]) -> Result<(), RestoreError> {
@@ -124,7 +139,7 @@ impl StateMachine for KvMachine {
         for (k, e) in part {
             self.store.put_entry(k, e);
         }
-        self.keys.store(self.store.len() as u64, Ordering::Relaxed);
+        self.publish();
         Ok(())
     }
 }
@@ -197,15 +212,43 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
         (None, false) => Start::Join,
     };
     let keys = Arc::new(AtomicU64::new(0));
-    let replica = Replica::start(cfg, KvMachine::new(keys.clone()))
+    let machine = KvMachine::new(keys.clone());
+    let expiring = machine.expiring_counter();
+    let replica = Replica::start(cfg, machine)
         .await
         .map_err(|e| format!("cannot start the replica: {e}"))?;
+    tokio::spawn(purge_expired(replica.clone(), expiring));
     Ok(KvReplica {
         replica,
         node: a.id,
         listen,
         keys,
     })
+}
+
+/// Once a second, the view's coordinator replicates a purge of the keys
+/// expired by its clock, so that expired keys do not stay in memory until
+/// they are written again. (Every replica applies the purge with the same
+/// `now`, so they stay identical.)
+async fn purge_expired(replica: Replica<KvMachine>, expiring: Arc<AtomicU64>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = replica.status();
+        if st.role == Role::Stopped {
+            return;
+        }
+        if st.role == Role::Coordinator && expiring.load(Ordering::Relaxed) > 0 {
+            let cmd = KvCommand {
+                now: crate::kv::machine::now_ms(),
+                ops: vec![crate::kv::machine::WriteOp::PurgeExpired],
+            };
+            if let Err(e) = replica.execute(cmd).await {
+                tracing::debug!("expiry purge not replicated: {e}");
+            }
+        }
+    }
 }
 
 impl Backend for KvReplica {

@@ -43,7 +43,7 @@ pub fn spawn(id: u64, data: PathBuf, seeds: &[SocketAddr], extra: &[&str]) -> No
     ])
     .arg("--data")
     .arg(&data)
-    .args(["--suspect-timeout-ms", "500", "--http", "127.0.0.1:0"]);
+    .args(["--suspect-timeout-ms", "1000", "--http", "127.0.0.1:0"]);
     for s in seeds {
         cmd.args(["--seed", &s.to_string()]);
     }

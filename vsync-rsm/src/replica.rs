@@ -16,7 +16,7 @@ use crate::sansio::{Action, Phase, ReadFn, ReplicaCore};
 use crate::status::{Metrics, ReplicaEvent, ReplicaMetrics, ReplicaStatus, Role};
 use crate::store::{Store, Written};
 use crate::transfer::{self, ACK_EVERY, Finished, Outgoing, Plan};
-use crate::wire::{Direct, Entry, encode_batch};
+use crate::wire::{Direct, Entry, decode_direct, encode_batch};
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -694,15 +694,15 @@ impl<S: StateMachine> Task<S> {
             Event::Left { .. } => {
                 self.stop("left the group".into());
             }
-            Event::Direct { from, payload } => match postcard::from_bytes::<Direct>(&payload) {
-                Ok(m) => self.on_direct(from, m).await,
+            Event::Direct { from, payload } => match decode_direct(&payload) {
+                Ok((m, data)) => self.on_direct(from, m, data).await,
                 Err(e) => tracing::warn!(%from, error = %e, "undecodable direct message: ignored"),
             },
             _ => {}
         }
     }
 
-    async fn on_direct(&mut self, from: Pid, m: Direct) {
+    async fn on_direct(&mut self, from: Pid, m: Direct, data: Bytes) {
         match m {
             Direct::Request { view, attempt } => {
                 self.on_request_state(from, view, attempt);
@@ -750,11 +750,7 @@ impl<S: StateMachine> Task<S> {
                 ..
             } => self.core.state_begin(from, view, position, recovering),
             Direct::Piece {
-                view,
-                seq,
-                last,
-                data,
-                ..
+                view, seq, last, ..
             } => {
                 Metrics::add(&self.metrics.transfer_bytes_received, data.len() as u64);
                 if let Some(next) = self.core.state_piece(from, view, seq, last, &data) {

@@ -152,6 +152,7 @@ impl<S: StateMachine> Replica<S> {
             last_ckpt_at: Instant::now(),
             needs_base: false,
             leaving: None,
+            left: false,
             status: status_tx,
             metrics: metrics.clone(),
             events: events.clone(),
@@ -407,6 +408,8 @@ struct Task<S: StateMachine> {
     /// of the received state (the log alone cannot rebuild it).
     needs_base: bool,
     leaving: Option<Reply<()>>,
+    /// A leave was started: new requests are refused.
+    left: bool,
     status: watch::Sender<ReplicaStatus>,
     metrics: Arc<Metrics>,
     events: broadcast::Sender<ReplicaEvent>,
@@ -516,7 +519,7 @@ impl<S: StateMachine> Task<S> {
 
     /// The error for a command or read this replica cannot serve now.
     fn refusal(&self) -> Option<RsmError> {
-        if self.stopped.is_some() || self.leaving.is_some() {
+        if self.stopped.is_some() || self.leaving.is_some() || self.left {
             Some(RsmError::ShuttingDown)
         } else if self.blocked {
             Some(RsmError::Blocked)
@@ -1104,6 +1107,7 @@ impl<S: StateMachine> Task<S> {
     /// the task).
     fn stopped_soon(&mut self) {
         self.cfg.auto_rejoin = false;
+        self.left = true;
         for (_, r) in self.pending.drain() {
             let _ = r.send(Err(RsmError::ShuttingDown));
         }

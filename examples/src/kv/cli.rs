@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run one replica.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Start a 3-replica cluster on this machine and walk through it.
     Demo(DemoArgs),
     /// Print a replica's view, members, position and role.
@@ -156,7 +156,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Cmd::Node(a) => {
             let rt = tokio::runtime::Runtime::new()
                 .map_err(|e| format!("cannot start the runtime: {e}"))?;
-            rt.block_on(run_node(a))
+            rt.block_on(run_node(*a))
         }
         Cmd::Demo(a) => crate::kv::demo::run(a),
         Cmd::Status(a) => status(&a),

@@ -21,7 +21,7 @@ trap cleanup EXIT
 
 bench() { # label port
   for P in $PIPES; do
-    n=$(( P == 1 ? 200000 : 1000000 ))
+    n=$(( P == 1 ? 200000 : 500000 ))
     for r in $(seq 1 "$RUNS"); do
       redis-cli -h 127.0.0.1 -p "$2" flushdb >/dev/null
       timeout 120 redis-benchmark -h 127.0.0.1 -p "$2" -t set,get,incr -d 64 -c 64 -P "$P" \

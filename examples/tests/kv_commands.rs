@@ -240,6 +240,29 @@ fn command_set_replies_like_redis() {
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 0);
     assert_eq!(node.digest(), "0".repeat(32));
 
+    // Expired keys are purged from memory by the coordinator (not only hidden).
+    redis::cmd("SET")
+        .arg("e1")
+        .arg("x")
+        .arg("PX")
+        .arg(50)
+        .query::<()>(&mut c)
+        .unwrap();
+    let keyspace = |c: &mut redis::Connection| {
+        redis::cmd("INFO")
+            .arg("keyspace")
+            .query::<String>(c)
+            .unwrap()
+    };
+    assert!(
+        keyspace(&mut c).contains("db0:keys=1"),
+        "{}",
+        keyspace(&mut c)
+    );
+    kv_common::wait_until(Duration::from_secs(10), "the expired key purged", || {
+        !keyspace(&mut c).contains("db0:keys=")
+    });
+
     // Errors: the connection goes on after each.
     let e = redis::cmd("NOSUCH")
         .arg("x")

@@ -16,7 +16,7 @@ use crate::sansio::{Action, Phase, ReadFn, ReplicaCore};
 use crate::status::{Metrics, ReplicaEvent, ReplicaMetrics, ReplicaStatus, Role};
 use crate::store::{Store, Written};
 use crate::transfer::{self, ACK_EVERY, Finished, Outgoing, Plan};
-use crate::wire::{Direct, Entry, encode_batch};
+use crate::wire::{Direct, Entry, decode_direct, encode_batch};
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -152,6 +152,7 @@ impl<S: StateMachine> Replica<S> {
             last_ckpt_at: Instant::now(),
             needs_base: false,
             leaving: None,
+            left: false,
             status: status_tx,
             metrics: metrics.clone(),
             events: events.clone(),
@@ -407,6 +408,8 @@ struct Task<S: StateMachine> {
     /// of the received state (the log alone cannot rebuild it).
     needs_base: bool,
     leaving: Option<Reply<()>>,
+    /// A leave was started: new requests are refused.
+    left: bool,
     status: watch::Sender<ReplicaStatus>,
     metrics: Arc<Metrics>,
     events: broadcast::Sender<ReplicaEvent>,
@@ -516,7 +519,7 @@ impl<S: StateMachine> Task<S> {
 
     /// The error for a command or read this replica cannot serve now.
     fn refusal(&self) -> Option<RsmError> {
-        if self.stopped.is_some() || self.leaving.is_some() {
+        if self.stopped.is_some() || self.leaving.is_some() || self.left {
             Some(RsmError::ShuttingDown)
         } else if self.blocked {
             Some(RsmError::Blocked)
@@ -694,15 +697,15 @@ impl<S: StateMachine> Task<S> {
             Event::Left { .. } => {
                 self.stop("left the group".into());
             }
-            Event::Direct { from, payload } => match postcard::from_bytes::<Direct>(&payload) {
-                Ok(m) => self.on_direct(from, m).await,
+            Event::Direct { from, payload } => match decode_direct(&payload) {
+                Ok((m, data)) => self.on_direct(from, m, data).await,
                 Err(e) => tracing::warn!(%from, error = %e, "undecodable direct message: ignored"),
             },
             _ => {}
         }
     }
 
-    async fn on_direct(&mut self, from: Pid, m: Direct) {
+    async fn on_direct(&mut self, from: Pid, m: Direct, data: Bytes) {
         match m {
             Direct::Request { view, attempt } => {
                 self.on_request_state(from, view, attempt);
@@ -750,11 +753,7 @@ impl<S: StateMachine> Task<S> {
                 ..
             } => self.core.state_begin(from, view, position, recovering),
             Direct::Piece {
-                view,
-                seq,
-                last,
-                data,
-                ..
+                view, seq, last, ..
             } => {
                 Metrics::add(&self.metrics.transfer_bytes_received, data.len() as u64);
                 if let Some(next) = self.core.state_piece(from, view, seq, last, &data) {
@@ -1108,6 +1107,7 @@ impl<S: StateMachine> Task<S> {
     /// the task).
     fn stopped_soon(&mut self) {
         self.cfg.auto_rejoin = false;
+        self.left = true;
         for (_, r) in self.pending.drain() {
             let _ = r.send(Err(RsmError::ShuttingDown));
         }

@@ -13,7 +13,7 @@
 
 use crate::machine::SnapshotImage;
 use crate::status::Metrics;
-use crate::wire::Direct;
+use crate::wire::{Direct, encode_direct};
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -24,9 +24,9 @@ use vsync_net::GroupSender;
 /// Largest piece, bytes (kept well below the frame limit).
 pub const PIECE: usize = 1 << 20;
 /// Pieces in flight beyond the joiner's acknowledgement.
-pub const WINDOW: u64 = 32;
+pub const WINDOW: u64 = 64;
 /// The joiner acknowledges every this many pieces.
-pub const ACK_EVERY: u64 = 8;
+pub const ACK_EVERY: u64 = 16;
 
 /// A running stream to one joiner.
 #[derive(Debug)]
@@ -61,10 +61,8 @@ pub(crate) struct Plan<I> {
     pub(crate) attempt: u32,
 }
 
-fn enc(m: &Direct) -> Result<Bytes, String> {
-    postcard::to_stdvec(m)
-        .map(Bytes::from)
-        .map_err(|e| e.to_string())
+fn enc(m: &Direct, data: &[u8]) -> Result<Bytes, String> {
+    encode_direct(m, data).map_err(|e| e.to_string())
 }
 
 /// Starts streaming to a joiner.
@@ -98,33 +96,39 @@ async fn stream<I: SnapshotImage>(
     mut acked: watch::Receiver<u64>,
 ) -> Result<u64, String> {
     let (to, view, attempt) = (plan.joiner, plan.view, plan.attempt);
-    let send = |m: Direct| {
+    let send = |m: Direct, data: Bytes| {
         let sender = sender.clone();
         async move {
-            let b = enc(&m)?;
+            let b = enc(&m, &data)?;
             sender.send_to(to, b).await.map_err(|e| e.to_string())
         }
     };
     let Some(mut image) = plan.image else {
         if plan.recovering.is_some() {
-            send(Direct::Begin {
-                view,
-                attempt,
-                position: plan.position,
-                recovering: plan.recovering,
-            })
+            send(
+                Direct::Begin {
+                    view,
+                    attempt,
+                    position: plan.position,
+                    recovering: plan.recovering,
+                },
+                Bytes::new(),
+            )
             .await?;
         } else {
-            send(Direct::Refuse { view }).await?;
+            send(Direct::Refuse { view }, Bytes::new()).await?;
         }
         return Ok(0);
     };
-    send(Direct::Begin {
-        view,
-        attempt,
-        position: plan.position,
-        recovering: None,
-    })
+    send(
+        Direct::Begin {
+            view,
+            attempt,
+            position: plan.position,
+            recovering: None,
+        },
+        Bytes::new(),
+    )
     .await?;
     let piece = PIECE.min(sender.max_direct().saturating_sub(256)).max(1024);
     // The image is serialised on a blocking thread, a few pieces ahead.
@@ -162,13 +166,15 @@ async fn stream<I: SnapshotImage>(
         }
         crc.update(&data);
         let n = data.len() as u64;
-        send(Direct::Piece {
-            view,
-            attempt,
-            seq,
-            last,
+        send(
+            Direct::Piece {
+                view,
+                attempt,
+                seq,
+                last,
+            },
             data,
-        })
+        )
         .await?;
         bytes += n;
         Metrics::add(&metrics.transfer_bytes_sent, n);
@@ -177,12 +183,15 @@ async fn stream<I: SnapshotImage>(
     producer
         .await
         .map_err(|e| format!("serialising the state failed: {e}"))?;
-    send(Direct::End {
-        view,
-        attempt,
-        pieces: seq,
-        crc: crc.finalize(),
-    })
+    send(
+        Direct::End {
+            view,
+            attempt,
+            pieces: seq,
+            crc: crc.finalize(),
+        },
+        Bytes::new(),
+    )
     .await?;
     Ok(bytes)
 }

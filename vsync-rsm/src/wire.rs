@@ -73,7 +73,9 @@ pub enum Direct {
         /// members).
         recovering: Option<u64>,
     },
-    /// A piece of a chunk (`last`: the chunk's last piece).
+    /// A piece of a chunk (`last`: the chunk's last piece). Its bytes
+    /// follow the message's encoding in the same payload ([`encode_direct`],
+    /// [`decode_direct`]), so that the receiver takes them without a copy.
     Piece {
         /// The view that admitted the joiner.
         view: ViewId,
@@ -83,8 +85,6 @@ pub enum Direct {
         seq: u64,
         /// Whether this piece ends a chunk.
         last: bool,
-        /// The bytes.
-        data: Bytes,
     },
     /// The state is complete: `pieces` pieces with this CRC-32 over all
     /// their bytes.
@@ -139,5 +139,44 @@ impl Direct {
             | Direct::Ack { attempt, .. } => *attempt,
             Direct::Refuse { .. } => 0,
         }
+    }
+}
+
+/// Encodes a direct message followed by `data` (a piece's bytes).
+pub fn encode_direct(m: &Direct, data: &[u8]) -> Result<Bytes, postcard::Error> {
+    let mut v = postcard::to_stdvec(m)?;
+    v.extend_from_slice(data);
+    Ok(Bytes::from(v))
+}
+
+/// Decodes a direct message and the bytes after it (a slice of `payload`,
+/// not a copy).
+pub fn decode_direct(payload: &Bytes) -> Result<(Direct, Bytes), postcard::Error> {
+    let (m, rest) = postcard::take_from_bytes::<Direct>(payload)?;
+    let data = payload.slice(payload.len() - rest.len()..);
+    Ok((m, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vsync_core::Pid;
+
+    #[test]
+    fn a_piece_carries_its_bytes_after_the_header() {
+        let view = ViewId {
+            epoch: 3,
+            installer: Pid::new(1, 2),
+        };
+        let m = Direct::Piece {
+            view,
+            attempt: 2,
+            seq: 9,
+            last: true,
+        };
+        let b = encode_direct(&m, b"hello").unwrap();
+        let (back, data) = decode_direct(&b).unwrap();
+        assert_eq!((back, &data[..]), (m, &b"hello"[..]));
+        assert!(decode_direct(&Bytes::from_static(&[200, 1])).is_err());
     }
 }

@@ -49,7 +49,8 @@ pub struct NodeStatus {
     pub position: u64,
     /// This replica's role (e.g. `coordinator`, `member`, `joining`).
     pub role: String,
-    /// `primary` (serving), `minority` (blocked) or `none` (not a member).
+    /// `primary` (a serving member of the primary component), `minority`
+    /// (blocked) or `none` (joining, receiving the state, or stopped).
     pub partition: String,
     /// Keys stored (expired-but-not-purged included).
     pub keys: u64,

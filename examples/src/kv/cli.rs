@@ -31,11 +31,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run one replica.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Start a 3-replica cluster on this machine and walk through it.
     Demo(DemoArgs),
     /// Print a replica's view, members, position and role.
     Status(StatusArgs),
+    /// Draw history files (`node --history`) as one timeline picture (SVG,
+    /// or HTML for an `.html` output); `vsync-kv timeline --help` for the
+    /// options.
+    #[command(disable_help_flag = true)]
+    Timeline {
+        /// `FILES... -o OUT [--from MS --to MS] [--html] ...`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// How a replica persists.
@@ -109,6 +118,10 @@ pub struct NodeArgs {
     /// founds the recovering cluster.
     #[arg(long, value_name = "EXPECT")]
     pub recover: Option<usize>,
+    /// Append this replica's history (views, sends, deliveries) to this
+    /// file as JSON lines, for `vsync-kv timeline` and the checker.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
     /// Serve an unreplicated in-memory data set instead (measures the
     /// RESP front end alone; not for real use).
     #[arg(long, hide = true)]
@@ -143,10 +156,13 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Cmd::Node(a) => {
             let rt = tokio::runtime::Runtime::new()
                 .map_err(|e| format!("cannot start the runtime: {e}"))?;
-            rt.block_on(run_node(a))
+            rt.block_on(run_node(*a))
         }
         Cmd::Demo(a) => crate::kv::demo::run(a),
         Cmd::Status(a) => status(&a),
+        Cmd::Timeline { args } => vsync_core::timeline::cli::run(&args)
+            .map(|line| println!("{line}"))
+            .map_err(|e| e.to_string()),
     }
 }
 

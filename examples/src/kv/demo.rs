@@ -131,6 +131,8 @@ fn start(id: u64, dir: &Path, seeds: &[SocketAddr]) -> Result<Proc, String> {
     ])
     .arg("--data")
     .arg(&data)
+    .arg("--history")
+    .arg(dir.join(format!("replica-{id}.jsonl")))
     .args(["--suspect-timeout-ms", "400"])
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
@@ -308,6 +310,7 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
     });
     std::thread::sleep(Duration::from_millis(300));
     r3.kill9();
+    let _ = vsync_core::timeline::append_crash(&dir.join("replica-3.jsonl"), wall_micros());
     println!("     replica 3 killed (SIGKILL): no goodbye, the others must notice.");
     let sp = spinner("waiting for the survivors to install a new view");
     wait_view(&r1, 2)?;
@@ -395,6 +398,7 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
     drop(all);
     drop(r2);
     drop(r3);
+    write_timeline(&dir, a.keep);
     if a.keep {
         let kept = tmp.keep();
         println!("     data and logs kept in {}", kept.display());
@@ -407,4 +411,37 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Microseconds since the Unix epoch (the histories' clock).
+fn wall_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Draws the run's histories as one timeline and says where it is (outside
+/// the temporary directory unless it is kept).
+fn write_timeline(dir: &Path, keep: bool) {
+    let files: Vec<PathBuf> = (1..=4)
+        .map(|n| dir.join(format!("replica-{n}.jsonl")))
+        .filter(|p| p.exists())
+        .collect();
+    let out = if keep {
+        dir.join("timeline.html")
+    } else {
+        std::env::temp_dir().join("vsync-kv-demo-timeline.html")
+    };
+    let opts = vsync_core::timeline::TimelineOptions {
+        title: Some("vsync-kv demo".into()),
+        ..Default::default()
+    };
+    match vsync_core::timeline::write_timeline(&files, &out, &opts) {
+        Ok(t) => println!(
+            "     timeline of this run: {} (checker: {} violations)",
+            out.display(),
+            t.violations.len()
+        ),
+        Err(e) => println!("     no timeline: {e}"),
+    }
 }

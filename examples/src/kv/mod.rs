@@ -8,6 +8,8 @@
 //! with a `vsync_rsm::Replica`; [`server`] serves RESP connections;
 //! [`http`] serves `/metrics` and `/status`; [`metrics`] counts; [`cli`]
 //! is the command line and [`demo`] the guided tour.
+#![forbid(unsafe_code)]
+
 pub mod backend;
 pub mod cli;
 pub mod command;

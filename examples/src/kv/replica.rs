@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use vsync_rsm::{
-    Durability, Replica, ReplicaConfig, RestoreError, RsmError, SnapshotImage, Start, StateMachine,
+    Durability, Replica, ReplicaConfig, RestoreError, Role, RsmError, SnapshotImage, Start,
+    StateMachine,
 };
 
 /// Entries per snapshot chunk (a chunk also ends past [`CHUNK_BYTES`]).
@@ -34,6 +35,8 @@ pub struct KvMachine {
     store: KvStore,
     /// Keys stored, readable without going through the replica's task.
     keys: Arc<AtomicU64>,
+    /// Keys with an expiry, readable likewise (the purge task reads it).
+    expiring: Arc<AtomicU64>,
 }
 
 impl KvMachine {
@@ -42,7 +45,20 @@ impl KvMachine {
         KvMachine {
             store: KvStore::new(),
             keys,
+            expiring: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The published count of keys with an expiry.
+    pub fn expiring_counter(&self) -> Arc<AtomicU64> {
+        self.expiring.clone()
+    }
+
+    /// Publishes the counts.
+    fn publish(&self) {
+        self.keys.store(self.store.len() as u64, Ordering::Relaxed);
+        self.expiring
+            .store(self.store.expiring() as u64, Ordering::Relaxed);
     }
 
     /// The data set.
@@ -101,7 +117,7 @@ impl StateMachine for KvMachine {
 
     fn apply(&mut self, cmd: KvCommand) -> Vec<WriteResult> {
         let out = self.store.apply(cmd);
-        self.keys.store(self.store.len() as u64, Ordering::Relaxed);
+        self.publish();
         out
     }
 
@@ -115,7 +131,7 @@ impl StateMachine for KvMachine {
 
     fn restore_begin(&mut self) {
         self.store = KvStore::new();
-        self.keys.store(0, Ordering::Relaxed);
+        self.publish();
     }
 
     fn restore_chunk(&mut self, chunk: &[u8]) -> Result<(), RestoreError> {
@@ -123,7 +139,7 @@ impl StateMachine for KvMachine {
         for (k, e) in part {
             self.store.put_entry(k, e);
         }
-        self.keys.store(self.store.len() as u64, Ordering::Relaxed);
+        self.publish();
         Ok(())
     }
 }
@@ -175,6 +191,7 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
     let listen = concrete(a.listen)?;
     let mut net = vsync_net::Config::new(a.id, listen, a.group.clone());
     net.seeds = a.seeds.clone();
+    net.history = a.history.clone();
     net.engine =
         vsync_core::Config::with_suspect_timeout(a.suspect_timeout_ms.saturating_mul(1000));
     let mut cfg = ReplicaConfig::new(net);
@@ -196,15 +213,43 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
         (None, false) => Start::Join,
     };
     let keys = Arc::new(AtomicU64::new(0));
-    let replica = Replica::start(cfg, KvMachine::new(keys.clone()))
+    let machine = KvMachine::new(keys.clone());
+    let expiring = machine.expiring_counter();
+    let replica = Replica::start(cfg, machine)
         .await
         .map_err(|e| format!("cannot start the replica: {e}"))?;
+    tokio::spawn(purge_expired(replica.clone(), expiring));
     Ok(KvReplica {
         replica,
         node: a.id,
         listen,
         keys,
     })
+}
+
+/// Once a second, the view's coordinator replicates a purge of the keys
+/// expired by its clock, so that expired keys do not stay in memory until
+/// they are written again. (Every replica applies the purge with the same
+/// `now`, so they stay identical.)
+async fn purge_expired(replica: Replica<KvMachine>, expiring: Arc<AtomicU64>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = replica.status();
+        if st.role == Role::Stopped {
+            return;
+        }
+        if st.role == Role::Coordinator && expiring.load(Ordering::Relaxed) > 0 {
+            let cmd = KvCommand {
+                now: crate::kv::machine::now_ms(),
+                ops: vec![crate::kv::machine::WriteOp::PurgeExpired],
+            };
+            if let Err(e) = replica.execute(cmd).await {
+                tracing::debug!("expiry purge not replicated: {e}");
+            }
+        }
+    }
 }
 
 impl Backend for KvReplica {
@@ -227,9 +272,11 @@ impl Backend for KvReplica {
 
     fn status(&self) -> NodeStatus {
         let st = self.replica.status();
+        // "primary" only once the replica serves (a member with its state),
+        // not while it still receives the state.
         let partition = if st.blocked {
             "minority"
-        } else if st.view.is_some() {
+        } else if matches!(st.role, Role::Member | Role::Coordinator | Role::Donor) {
             "primary"
         } else {
             "none"

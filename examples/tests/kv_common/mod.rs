@@ -30,7 +30,20 @@ impl Drop for Node {
 }
 
 /// Starts a node; `extra` are more arguments. Waits for its ready line.
+/// Tries twice: the node picks its group port by binding port 0 and
+/// releasing it, so another process may take it in between (rare; the
+/// failed attempt's error is on stderr).
 pub fn spawn(id: u64, data: PathBuf, seeds: &[SocketAddr], extra: &[&str]) -> Node {
+    match try_spawn(id, data.clone(), seeds, extra) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("node {id}: {e}; retrying once");
+            try_spawn(id, data, seeds, extra).unwrap_or_else(|e| panic!("node {id}: {e}"))
+        }
+    }
+}
+
+fn try_spawn(id: u64, data: PathBuf, seeds: &[SocketAddr], extra: &[&str]) -> Result<Node, String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vsync-kv"));
     cmd.args([
         "node",
@@ -43,7 +56,7 @@ pub fn spawn(id: u64, data: PathBuf, seeds: &[SocketAddr], extra: &[&str]) -> No
     ])
     .arg("--data")
     .arg(&data)
-    .args(["--suspect-timeout-ms", "500", "--http", "127.0.0.1:0"]);
+    .args(["--suspect-timeout-ms", "1000", "--http", "127.0.0.1:0"]);
     for s in seeds {
         cmd.args(["--seed", &s.to_string()]);
     }
@@ -69,16 +82,16 @@ pub fn spawn(id: u64, data: PathBuf, seeds: &[SocketAddr], extra: &[&str]) -> No
         http: None,
         data,
     };
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("node did not print its ready line");
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+        return Err("did not print its ready line within 20 s".into());
+    };
     let v: serde_json::Value = serde_json::from_str(&line).expect("ready line is JSON");
     node.resp = v["resp"].as_str().unwrap().parse().unwrap();
     if let Some(l) = v["listen"].as_str() {
         node.listen = l.parse().unwrap();
     }
     node.http = v["http"].as_str().map(|h| h.parse().unwrap());
-    node
+    Ok(node)
 }
 
 impl Node {

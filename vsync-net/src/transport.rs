@@ -315,6 +315,36 @@ fn log_frame_error(peer: Pid, e: &FrameError) {
     }
 }
 
+/// Logs a refused connection: at most [`REFUSALS_PER_SEC`] lines a second
+/// (an outsider's flood must not flood the log); the next line logged says
+/// how many were left out.
+fn refused(addr: SocketAddr, why: &str) {
+    static WINDOW: std::sync::Mutex<(Option<std::time::Instant>, u32, u64)> =
+        std::sync::Mutex::new((None, 0, 0));
+    let mut w = WINDOW
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (start, lines, suppressed) = &mut *w;
+    if start.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        *start = Some(std::time::Instant::now());
+        *lines = 0;
+    }
+    if *lines >= REFUSALS_PER_SEC {
+        *suppressed += 1;
+        return;
+    }
+    *lines += 1;
+    let left_out = std::mem::take(suppressed);
+    if left_out > 0 {
+        tracing::warn!("refused connection from {addr}: {why} ({left_out} similar lines left out)");
+    } else {
+        tracing::warn!("refused connection from {addr}: {why}");
+    }
+}
+
+/// Refusal lines logged per second at most.
+const REFUSALS_PER_SEC: u32 = 10;
+
 /// Reads frames from one connection: from the bytes as they come, or from
 /// what the sealed chunks open to.
 #[derive(Debug)]
@@ -473,7 +503,7 @@ async fn accept_handshake(
                 return None;
             }
             Err(e) => {
-                tracing::warn!("refused connection from {addr}: {e}");
+                refused(addr, &e.to_string());
                 return None;
             }
         }
@@ -486,8 +516,9 @@ async fn accept_handshake(
         }
         Ok(None) => return None,
         Err(FrameError::Link(_)) => {
-            tracing::warn!(
-                "refused connection from {addr}: wrong cluster key, a replayed handshake or not a vsync peer"
+            refused(
+                addr,
+                "wrong cluster key, a replayed handshake or not a vsync peer",
             );
             return None;
         }
@@ -497,11 +528,12 @@ async fn accept_handshake(
         }
         Err(e) => {
             if shared.key.is_none() && reader.plain.starts_with(&secure::PREAMBLE[..4]) {
-                tracing::warn!(
-                    "refused connection from {addr}: the peer uses a cluster key and this node runs without one (--insecure)"
+                refused(
+                    addr,
+                    "the peer uses a cluster key and this node runs without one (--insecure)",
                 );
             } else {
-                tracing::warn!("refused connection from {addr}: not a vsync peer ({e})");
+                refused(addr, &format!("not a vsync peer ({e})"));
             }
             return None;
         }

@@ -68,6 +68,10 @@ pub enum ProtocolError {
     UnbalancedQuotes,
 }
 
+/// The most buffer space reserved ahead of the bytes received, for a large
+/// argument still arriving.
+const RESERVE_AHEAD: usize = 1 << 20;
+
 /// A header line (`*N` or `$N`) is never longer than this.
 const MAX_HEADER: usize = 32;
 
@@ -168,8 +172,11 @@ fn parse_multibulk(
             .ok_or(ProtocolError::InvalidBulkLength)?;
         let after = end.checked_add(2).ok_or(ProtocolError::InvalidBulkLength)?;
         if buf.len() < after {
-            // Make room for the rest of a large argument in one go.
-            buf.reserve(after - buf.len());
+            // Make room for more of a large argument, but no more than
+            // RESERVE_AHEAD at a time: memory grows with the bytes that
+            // actually arrive, not with what a header announces (a client
+            // could otherwise make each connection hold `max_bulk`).
+            buf.reserve((after - buf.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         if buf.get(end..after) != Some(b"\r\n".as_slice()) {
@@ -320,6 +327,29 @@ mod tests {
             out.push(req);
         }
         Ok(out)
+    }
+
+    /// A header announcing a huge argument reserves a bounded amount, not
+    /// the announced size; the argument still parses as its bytes arrive.
+    #[test]
+    fn announced_sizes_do_not_reserve_memory() {
+        let mut buf = BytesMut::from(&b"*1\r\n$536870000\r\n"[..]);
+        assert_eq!(parse_request(&mut buf, &Limits::default()), Ok(None));
+        assert!(buf.capacity() <= 2 * RESERVE_AHEAD, "{}", buf.capacity());
+        let n = 3 * RESERVE_AHEAD + 7;
+        let mut buf = BytesMut::from(format!("*1\r\n${n}\r\n").as_bytes());
+        let mut sent = 0;
+        while sent < n {
+            assert_eq!(parse_request(&mut buf, &Limits::default()), Ok(None));
+            let k = (n - sent).min(100_000);
+            buf.extend_from_slice(&vec![b'v'; k]);
+            sent += k;
+        }
+        buf.extend_from_slice(b"\r\n");
+        let req = parse_request(&mut buf, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(req[0].len(), n);
     }
 
     #[test]

@@ -8,6 +8,12 @@
 //! no engine may panic, and each engine's own event stream must stay
 //! well-formed (see [`Group::check`]).
 
+/// The RESP parser of vsync-kv, compiled from its source file (the
+/// examples crate itself pulls in sled, axum and redis, which the fuzzer
+/// does not need).
+#[path = "../../examples/src/kv/resp.rs"]
+pub mod resp;
+
 use bytes::Bytes;
 use std::collections::{HashSet, VecDeque};
 use vsync_core::{AppEvent, Config, Engine, Message, MsgId, Output, Pid, Target};

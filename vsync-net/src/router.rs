@@ -279,3 +279,89 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::Faults;
+    use crate::frame::Frame;
+    use crate::transport::{HELLO_MAX, Limits, Reader};
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::mpsc;
+
+    /// A peer that completes the Hello exchange and then never reads: its
+    /// queue stays full, memory stays bounded by `max_peer_queue`, and the
+    /// router reports it once the timeout has passed (not before).
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_is_reported_after_the_timeout() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let peer = Pid::new(2, 1);
+        let hello = encode_frame(
+            &Frame::Hello {
+                group: "g".into(),
+                pid: peer,
+                listen: addr,
+            },
+            HELLO_MAX,
+        )
+        .expect("hello");
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.expect("accept");
+            let (mut rd, mut wr) = s.into_split();
+            let mut r = Reader::new_plain();
+            let _ = r.next(&mut rd, HELLO_MAX).await;
+            wr.write_all(&hello).await.expect("hello back");
+            // Never reads again.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop((rd, wr));
+        });
+        let (in_tx, _in_rx) = mpsc::channel(1024);
+        let shared = Arc::new(
+            Shared::new(
+                "g".into(),
+                Pid::new(1, 1),
+                "127.0.0.1:1".parse().expect("addr"),
+                Limits {
+                    max_frame: 16 << 20,
+                    key: None,
+                    max_inbound: 8,
+                    max_handshakes: 8,
+                },
+                Faults::new(),
+                in_tx,
+                tracing::Span::none(),
+            )
+            .expect("shared"),
+        );
+        let (book_tx, _) = watch::channel(Vec::new());
+        let max_queue = 1 << 20;
+        let after = Duration::from_millis(300);
+        let mut router = Router::new(shared, Vec::new(), book_tx, max_queue, after);
+        router.learn(peer, addr);
+        let body = bytes::Bytes::from(vec![0u8; 256 << 10]);
+        let start = Instant::now();
+        let mut first_drop = None;
+        loop {
+            router.push(addr, Out::Frame(body.clone()));
+            if router.dropped > 0 && first_drop.is_none() {
+                first_drop = Some(Instant::now());
+            }
+            let queued = router.writers[&addr].queued.load(Ordering::Acquire);
+            assert!(queued <= max_queue, "{queued} bytes queued");
+            if !router.take_stuck().is_empty() {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "never reported");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let full_for = first_drop.expect("dropped").elapsed();
+        assert!(full_for >= after, "reported after {full_for:?}");
+        // Reported once per episode.
+        router.push(addr, Out::Frame(body.clone()));
+        assert!(router.take_stuck().is_empty());
+        server.abort();
+    }
+}

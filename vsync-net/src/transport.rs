@@ -356,6 +356,12 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
+    /// A reader of plaintext frames.
+    #[cfg(test)]
+    pub(crate) fn new_plain() -> Self {
+        Reader::new(None)
+    }
+
     fn new(opener: Option<Opener>) -> Self {
         Reader {
             plain: BytesMut::with_capacity(64 * 1024),

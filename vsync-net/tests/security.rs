@@ -411,3 +411,179 @@ fn a_peer_sending_1_gib_length_prefixes_is_cut_off() {
     let h = c.check();
     assert_eq!(h.len(), 2);
 }
+
+/// A TCP proxy that forwards what its clients send at `rate` bytes a
+/// second (and the replies at full speed): a member behind it does not
+/// take what is sent to it, while its own traffic flows freely.
+struct Throttle {
+    addr: SocketAddr,
+    target: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Throttle {
+    fn start(rate: usize) -> Throttle {
+        use std::sync::atomic::Ordering::Relaxed;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let addr = l.local_addr().expect("addr");
+        let target = std::sync::Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (t, st) = (target.clone(), stop.clone());
+        let accept = std::thread::spawn(move || {
+            let mut pipes = Vec::new();
+            while !st.load(Relaxed) {
+                match l.accept() {
+                    Ok((client, _)) => {
+                        let (t, st) = (t.clone(), st.clone());
+                        pipes.push(std::thread::spawn(move || pipe(client, &t, &st, rate)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            for p in pipes {
+                let _ = p.join();
+            }
+        });
+        Throttle {
+            addr,
+            target,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    fn set_target(&self, a: SocketAddr) {
+        *self.target.lock().expect("lock") = Some(a);
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(a) = self.accept.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+/// Copies `from` to `to`, at most `per_tick` bytes every 100 ms (or at
+/// full speed: `usize::MAX`), until either side closes or `stop`.
+fn copy(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    per_tick: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = vec![0u8; per_tick.min(64 * 1024)];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                if per_tick != usize::MAX {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+fn pipe(
+    client: TcpStream,
+    target: &std::sync::Mutex<Option<SocketAddr>>,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rate: usize,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let to = loop {
+        if let Some(a) = *target.lock().expect("lock") {
+            break a;
+        }
+        if Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = client.set_nonblocking(false);
+    let Ok(server) = TcpStream::connect(to) else {
+        return;
+    };
+    let (c2, s2) = match (client.try_clone(), server.try_clone()) {
+        (Ok(c), Ok(s)) => (c, s),
+        _ => return,
+    };
+    let st = stop.clone();
+    let down = std::thread::spawn(move || copy(s2, c2, usize::MAX, &st));
+    copy(client, server, (rate / 10).max(1), stop);
+    let _ = down.join();
+}
+
+/// A member whose inbound traffic crawls (64 KB/s through a proxy) while
+/// its own traffic flows freely is removed, and the group goes on at full
+/// speed without it: it cannot hold the group to its pace, nor make the
+/// others buffer for it without bound (their send queues to it are 64 KiB
+/// here). Which detector removes it first (the engine's, from the lag of
+/// its acknowledgements, or the send queue that stays full; the latter is
+/// tested alone in the router's unit tests) is logged.
+#[test]
+fn a_member_that_does_not_keep_up_is_removed() {
+    let _serial = serial();
+    let throttle = Throttle::start(64 * 1024);
+    let mut c = Cluster::empty_secured(SUSPECT_MS);
+    let queue = vec!["--max-peer-queue".to_string(), "65536".to_string()];
+    let mut s1 = Spec::new(1, SUSPECT_MS);
+    s1.found = true;
+    s1.key = c.key.clone();
+    s1.extra = queue.clone();
+    c.add(&s1);
+    let seed = c.node(1).addr();
+    // n2 itself is patient (it hears the others only through the crawl,
+    // and must not suspect them first: this test is about the others).
+    let mut s2 = Spec::new(2, 60_000);
+    s2.seeds = vec![seed];
+    s2.key = c.key.clone();
+    s2.extra = vec!["--advertise".into(), throttle.addr.to_string()];
+    c.add(&s2);
+    throttle.set_target(c.node(2).addr());
+    let mut s3 = Spec::new(3, SUSPECT_MS);
+    s3.seeds = vec![seed];
+    s3.key = c.key.clone();
+    s3.extra = queue;
+    c.add(&s3);
+    c.wait_converged(&[1, 2, 3], WAIT);
+    c.log("n2's inbound traffic crawls; n1 and n3 multicast 1 KB messages");
+    c.node_mut(1).cmd("send 1000000 1000");
+    c.node_mut(3).cmd("send 1000000 1000");
+    let removed = c.node(1).try_wait_for(WAIT, |l| {
+        l.iter()
+            .rev()
+            .find_map(|l| common::ViewLine::parse(l))
+            .is_some_and(|v| v.nodes() == [1, 3].into_iter().collect())
+    });
+    assert!(removed, "n2 was not removed\n{}", c.dump());
+    let by_queue = (1..=3).any(|n| {
+        c.node(n)
+            .log_text()
+            .contains("does not take what is sent to it")
+    });
+    c.log(&format!(
+        "n2 removed (send queue full reported: {by_queue})"
+    ));
+    let before = delivered_in(&c.node(1).lines());
+    c.node(1).wait_for("deliveries without n2", WAIT, |l| {
+        delivered_in(l) > before + 20_000
+    });
+    c.log("removed; the others go on at full speed");
+    drop(throttle);
+}

@@ -1,5 +1,6 @@
 //! Writes seed corpora: real engine messages (with selector bytes) for
-//! `engine_messages`, and real encoded frames for `frame_decode`.
+//! `engine_messages`, real encoded frames for `frame_decode`, and Redis
+//! requests (with a selector byte) for `resp_parse`.
 //! Run from the repository: `cargo run --manifest-path fuzz/Cargo.toml --bin gen_corpus`.
 
 use std::path::Path;
@@ -30,6 +31,26 @@ fn main() -> std::io::Result<()> {
             if let Ok(bytes) = vsync_net::frame::encode_frame(&frame, 1 << 24) {
                 std::fs::write(frames.join(format!("{kind}-{k}")), &bytes)?;
             }
+            n += 1;
+        }
+    }
+    let resp = dir.join("resp_parse");
+    std::fs::create_dir_all(&resp)?;
+    let requests: [(&str, &[u8]); 8] = [
+        ("set", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n"),
+        ("get-pipelined", b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n"),
+        ("inline", b"PING\r\nSET k \"a b\\x41\\n\"\r\n"),
+        ("empty-array", b"*0\r\n*-1\r\n"),
+        ("big-bulk", b"*1\r\n$536870912\r\n"),
+        ("bad-bulk", b"*1\r\n:5\r\n"),
+        ("partial", b"*2\r\n$3\r\nGE"),
+        ("mset", b"*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n"),
+    ];
+    for (i, (name, req)) in requests.iter().enumerate() {
+        for sel in [i as u8 * 3, i as u8 * 3 + 2] {
+            let mut input = vec![sel];
+            input.extend_from_slice(req);
+            std::fs::write(resp.join(format!("{name}-{sel}")), &input)?;
             n += 1;
         }
     }

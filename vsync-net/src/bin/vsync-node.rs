@@ -3,7 +3,7 @@
 //! ```text
 //! vsync-node --node N [--listen 127.0.0.1:0] [--seed ADDR]... [--group G]
 //!            [--history FILE] [--suspect-ms MS] [--inc INC] [--found]
-//!            (--key FILE | --insecure)
+//!            [--advertise ADDR] [--max-peer-queue BYTES] (--key FILE | --insecure)
 //! vsync-node --keygen FILE
 //! ```
 //!
@@ -48,6 +48,8 @@ struct Args {
     found: bool,
     key: Option<PathBuf>,
     insecure: bool,
+    advertise: Option<SocketAddr>,
+    max_peer_queue: Option<usize>,
 }
 
 fn usage(msg: &str) -> ! {
@@ -74,6 +76,8 @@ fn parse_args() -> Args {
         found: false,
         key: None,
         insecure: false,
+        advertise: None,
+        max_peer_queue: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -108,6 +112,20 @@ fn parse_args() -> Args {
             "--found" => a.found = true,
             "--key" => a.key = Some(val("--key").into()),
             "--insecure" => a.insecure = true,
+            "--advertise" => {
+                a.advertise = Some(
+                    val("--advertise")
+                        .parse()
+                        .unwrap_or_else(|_| usage("bad --advertise")),
+                )
+            }
+            "--max-peer-queue" => {
+                a.max_peer_queue = Some(
+                    val("--max-peer-queue")
+                        .parse()
+                        .unwrap_or_else(|_| usage("bad --max-peer-queue")),
+                )
+            }
             "--keygen" => {
                 let path = val("--keygen");
                 match vsync_net::keygen(&path) {
@@ -158,6 +176,12 @@ fn config(
     c.engine = vsync_core::Config::with_suspect_timeout(a.suspect_ms * 1000);
     c.faults = faults.clone();
     c.security = security.clone();
+    if let Some(ad) = a.advertise {
+        c.advertise = Some(ad);
+    }
+    if let Some(q) = a.max_peer_queue {
+        c.max_peer_queue = q;
+    }
     c
 }
 

@@ -86,6 +86,8 @@ pub struct Spec {
     pub netns: Option<String>,
     /// The cluster key file (`--key`); `None`: `--insecure`.
     pub key: Option<PathBuf>,
+    /// More arguments.
+    pub extra: Vec<String>,
 }
 
 impl Spec {
@@ -98,6 +100,7 @@ impl Spec {
             listen: "127.0.0.1:0".into(),
             netns: None,
             key: None,
+            extra: Vec::new(),
         }
     }
 }
@@ -148,6 +151,7 @@ impl Proc {
             Some(k) => cmd.arg("--key").arg(k),
             None => cmd.arg("--insecure"),
         };
+        cmd.args(&spec.extra);
         let err = File::create(&stderr).expect("stderr file");
         cmd.env(
             "RUST_LOG",

@@ -496,14 +496,12 @@ async fn accept_handshake(
     wr: &mut OwnedWriteHalf,
     addr: SocketAddr,
 ) -> Option<(Pid, SocketAddr, Reader)> {
-    let mut sealer = None;
-    let mut reader = Reader::new(None);
-    if let Some(key) = &shared.key {
-        match secure::respond(rd, wr, key).await {
-            Ok(link) => {
-                sealer = Some(link.sealer);
-                reader = Reader::new(Some(link.opener));
-            }
+    // No buffer is allocated for a connection before its handshake is
+    // checked (in a closed group).
+    let (mut sealer, mut reader) = match &shared.key {
+        None => (None, Reader::new(None)),
+        Some(key) => match secure::respond(rd, wr, key).await {
+            Ok(link) => (Some(link.sealer), Reader::new(Some(link.opener))),
             Err(LinkError::Io(e)) => {
                 tracing::debug!(%addr, error = %e, "connection lost in the handshake");
                 return None;
@@ -512,8 +510,8 @@ async fn accept_handshake(
                 refused(addr, &e.to_string());
                 return None;
             }
-        }
-    }
+        },
+    };
     let (group, pid, listen) = match reader.next(rd, HELLO_MAX).await {
         Ok(Some(Frame::Hello { group, pid, listen })) => (group, pid, listen),
         Ok(Some(other)) => {

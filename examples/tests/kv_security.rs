@@ -160,3 +160,37 @@ fn max_clients_answers_the_client_over_the_limit() {
         ping(&mut open()) == "+PONG\r\n"
     });
 }
+
+#[test]
+fn a_joiner_refuses_a_state_larger_than_max_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = spawn(1, dir.path().join("n1"), &[], &[]);
+    wait_members(&n1, 1);
+    let mut c = n1.conn();
+    let value = "v".repeat(1000);
+    for chunk in 0..10 {
+        let mut p = redis::pipe();
+        for i in 0..100 {
+            p.set(format!("k{chunk}:{i}"), &value).ignore();
+        }
+        let _: () = p.query(&mut c).unwrap();
+    }
+    // About 1 MB of state; this joiner takes at most 100 kB.
+    let n2 = spawn(
+        2,
+        dir.path().join("n2"),
+        &[n1.listen],
+        &["--max-transfer", "100000"],
+    );
+    wait_until(Duration::from_secs(20), "n2 to refuse and stop", || {
+        n2.info("role").as_deref() == Some("stopped")
+    });
+    let size: Option<u64> = redis::cmd("DBSIZE").query(&mut n2.conn()).ok();
+    assert_ne!(size, Some(1000), "n2 took the state");
+    // The group goes on.
+    let _: () = n1.conn().set("after", "1").unwrap();
+    assert_eq!(
+        n1.conn().get::<_, Option<String>>("after").unwrap(),
+        Some("1".into())
+    );
+}

@@ -144,6 +144,11 @@ pub struct NodeArgs {
     /// `-ERR max number of clients reached`.
     #[arg(long, default_value_t = crate::kv::server::DEFAULT_MAX_CLIENTS)]
     pub max_clients: usize,
+    /// The largest state, in bytes, this replica accepts by state transfer
+    /// when it joins; a larger one is refused and the replica stops (see
+    /// `vsync_rsm::ReplicaConfig::max_transfer`).
+    #[arg(long, default_value_t = 16 << 30)]
+    pub max_transfer: u64,
 }
 
 impl NodeArgs {

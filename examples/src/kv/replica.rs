@@ -205,6 +205,7 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
     };
     cfg.checkpoint_every = a.checkpoint_every;
     cfg.checkpoint_interval = Duration::from_secs(a.checkpoint_secs);
+    cfg.max_transfer = a.max_transfer;
     cfg.start = match (a.recover, a.seeds.is_empty()) {
         (Some(expect), seedless) => Start::Recover {
             found: seedless,

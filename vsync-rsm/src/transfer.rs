@@ -11,7 +11,7 @@
 //! a few tens of MiB whatever the state's size. The replica task cancels
 //! the stream (aborts the task) when a view change removes the joiner.
 //!
-//! The joiner's side counts what it receives ([`Received`]) and refuses a
+//! The joiner's side counts what it receives (`Received`) and refuses a
 //! state larger than [`crate::ReplicaConfig::max_transfer`]
 //! ([`TransferTooLarge`]): a donor, faulty or malicious, cannot make a
 //! joiner take in more than it is configured to hold.

@@ -210,11 +210,11 @@ pub fn check_all(histories: &[History], opts: &CheckOptions) -> Vec<Violation> {
     let a = Analysis::new(histories);
     let mut out = Vec::new();
     out.extend(view_agreement(&a, opts.policy));
-    out.extend(same_set(&a));
+    out.extend(same_set(&a, opts.policy));
     out.extend(sender_in_view(&a));
     out.extend(forced_removal(&a, opts.liveness));
-    out.extend(total_order(&a));
-    out.extend(safe_delivery(&a));
+    out.extend(total_order(&a, opts.policy));
+    out.extend(safe_delivery(&a, opts.policy));
     out.extend(fifo_and_causal_order(&a));
     out.extend(integrity(&a));
     if opts.liveness {
@@ -248,10 +248,12 @@ pub fn check_fifo_and_causal_order(h: &[History]) -> Vec<Violation> {
 }
 
 /// Same set: for each view, the processes that installed it and a successor
-/// of it delivered the same set of messages in it.
+/// of it delivered the same set of messages in it. ([`check_all`] under
+/// [`Policy::Partitionable`] asks it per side: of the processes that
+/// installed the same successor.)
 #[must_use]
 pub fn check_same_set(h: &[History]) -> Vec<Violation> {
-    same_set(&Analysis::new(h))
+    same_set(&Analysis::new(h), Policy::PrimaryComponent)
 }
 
 /// Sender in view: every message delivered in view V was sent in V
@@ -278,17 +280,21 @@ pub fn check_forced_removal(h: &[History], strict: bool) -> Vec<Violation> {
 /// Total order: in each view, each process delivers positions 1, 2, 3, ...
 /// without gaps; the same position holds the same message at every process
 /// (crashed ones included), and a message never appears at two positions.
+/// ([`check_all`] under [`Policy::Partitionable`] asks it per side: each
+/// side's flush may order the end of the view its own way.)
 #[must_use]
 pub fn check_total_order(h: &[History]) -> Vec<Violation> {
-    total_order(&Analysis::new(h))
+    total_order(&Analysis::new(h), Policy::PrimaryComponent)
 }
 
 /// Safe (uniform) delivery: a message delivered in view V by any process,
 /// even one that later crashed or was removed, is delivered in V by every
-/// process that installed V and a successor of V.
+/// process that installed V and a successor of V. ([`check_all`] under
+/// [`Policy::Partitionable`] asks it per side: of the processes that
+/// installed the same successor.)
 #[must_use]
 pub fn check_safe_delivery(h: &[History]) -> Vec<Violation> {
-    safe_delivery(&Analysis::new(h))
+    safe_delivery(&Analysis::new(h), Policy::PrimaryComponent)
 }
 
 /// Integrity: no process delivers a message twice; every delivered message
@@ -484,6 +490,8 @@ impl<'a> Proc<'a> {
                 Event::Removed { view } => p.removed.push((r.t, *view)),
                 Event::Left { view } => p.left.push(*view),
                 Event::Crash => p.crashed = true,
+                // A `Removed` record follows.
+                Event::Diverged { .. } => {}
             }
         }
         p
@@ -511,6 +519,21 @@ impl<'a> Proc<'a> {
     }
 }
 
+/// A view and, under the partitionable policy, the successor a process
+/// installed after it (`None`: no successor, or the primary-component
+/// policy, under which a view has one successor at most).
+type Side = (ViewId, Option<ViewId>);
+
+/// The side of `p` in view `v`: under [`Policy::Partitionable`] the
+/// guarantees of a view bind the processes that go on to the same next
+/// view (each side of a partition ends the view on its own).
+fn side_of(p: &Proc<'_>, v: ViewId, policy: Policy) -> Option<ViewId> {
+    match policy {
+        Policy::Partitionable => p.succ(v).map(|w| w.id),
+        Policy::PrimaryComponent => None,
+    }
+}
+
 struct Analysis<'a> {
     procs: Vec<Proc<'a>>,
     /// Each installed view as first seen (in history order), with the
@@ -535,16 +558,16 @@ impl<'a> Analysis<'a> {
         Analysis { procs, views }
     }
 
-    /// For each view, the processes that installed it and a successor of it,
-    /// in history order.
-    fn survivors(&self) -> BTreeMap<ViewId, Vec<&Proc<'a>>> {
-        let mut m: BTreeMap<ViewId, Vec<&Proc<'a>>> = BTreeMap::new();
+    /// For each view and side ([`side_of`]), the processes that installed
+    /// the view and a successor of it, in history order.
+    fn survivors(&self, policy: Policy) -> BTreeMap<Side, Vec<&Proc<'a>>> {
+        let mut m: BTreeMap<Side, Vec<&Proc<'a>>> = BTreeMap::new();
         for p in &self.procs {
             // Each process pushes at most once per view, and processes are
             // visited in order: each list is in history order.
             for (&v, &i) in &p.install_index {
                 if i.checked_add(1).is_some_and(|j| j < p.installs.len()) {
-                    m.entry(v).or_default().push(p);
+                    m.entry((v, side_of(p, v, policy))).or_default().push(p);
                 }
             }
         }
@@ -775,7 +798,7 @@ fn sorted_minus<'x>(a: &'x [MsgId], b: &'x [MsgId]) -> impl Iterator<Item = &'x 
     a.iter().filter(move |m| b.binary_search(m).is_err())
 }
 
-fn same_set(a: &Analysis<'_>) -> Vec<Violation> {
+fn same_set(a: &Analysis<'_>, policy: Policy) -> Vec<Violation> {
     let mut out = Out::new(Guarantee::SameSet);
     let empty = Group {
         view: ViewId {
@@ -784,7 +807,7 @@ fn same_set(a: &Analysis<'_>) -> Vec<Violation> {
         },
         ds: Vec::new(),
     };
-    for (v, procs) in a.survivors() {
+    for ((v, side), procs) in a.survivors(policy) {
         let Some((first, rest)) = procs.split_first() else {
             continue;
         };
@@ -806,10 +829,9 @@ fn same_set(a: &Analysis<'_>) -> Vec<Violation> {
                 } else {
                     (p.pid, first.pid)
                 };
+                let next = side.map_or_else(|| "a successor".to_string(), |s| format!("then {s}"));
                 out.push(
-                    format!(
-                        "{has} delivered {m} in {v} but {lacks} did not; both installed {v} and a successor"
-                    ),
+                    format!("{has} delivered {m} in {v} but {lacks} did not; both installed {v} and {next}"),
                     vec![has, lacks],
                     Some(v),
                     Some(m),
@@ -975,21 +997,59 @@ fn lives_through(p: &Proc<'_>, v: ViewId) -> bool {
     p.succ(v).is_some() || (p.live() && p.last_view().is_some_and(|l| l.id == v))
 }
 
-fn total_order(a: &Analysis<'_>) -> Vec<Violation> {
+fn total_order(a: &Analysis<'_>, policy: Policy) -> Vec<Violation> {
     let mut out = Out::new(Guarantee::TotalOrder);
-    let mut tables: HashMap<ViewId, PosTable> = HashMap::default();
-    // Processes that live through each view first, so that the table holds
-    // their order wherever they delivered.
-    let mut order: Vec<(usize, &Proc<'_>, &Group<'_>, bool)> = Vec::new();
+    let mut tables: HashMap<Side, PosTable> = HashMap::default();
+    // Processes that live through each view first (and, per view, those
+    // with a side first), so that the tables hold their order wherever
+    // they delivered.
+    let mut order: Vec<(usize, &Proc<'_>, &Group<'_>, bool, Option<ViewId>)> = Vec::new();
     for (pi, p) in a.procs.iter().enumerate() {
         for g in &p.groups {
-            order.push((pi, p, g, lives_through(p, g.view)));
+            let side = side_of(p, g.view, policy);
+            order.push((pi, p, g, lives_through(p, g.view), side));
         }
     }
-    order.sort_by_key(|(_, _, _, lives)| !*lives);
-    for &(pi, p, g, lives) in &order {
+    order.sort_by_key(|(_, _, _, lives, side)| (!*lives, side.is_none()));
+    // Under the partitionable policy, the sides of each view seen so far.
+    let mut sides_of: HashMap<ViewId, Vec<ViewId>> = HashMap::default();
+    for &(pi, p, g, lives, side) in &order {
+        if let Some(s) = side {
+            let e = sides_of.entry(g.view).or_default();
+            if !e.contains(&s) {
+                e.push(s);
+            }
+        } else if policy == Policy::Partitionable {
+            // A process with no successor of the view delivered only what
+            // the view's sequencer ordered, which every side shares: it
+            // must agree with each side.
+            for s in sides_of.get(&g.view).map_or(&[][..], Vec::as_slice) {
+                let Some(t) = tables.get(&(g.view, Some(*s))) else {
+                    continue;
+                };
+                for d in g.ds.iter().filter(|d| d.mode.is_ordered()) {
+                    let excused = !lives && d.mode == Delivery::Total;
+                    if let Some(e) = t.get(d.pos)
+                        && e.msg != *d.msg
+                        && !e.excused
+                        && !excused
+                        && !out.full()
+                    {
+                        out.push(
+                            format!(
+                                "position {} of {}: {} delivered {} but {} (then in {}) delivered {}",
+                                d.pos, g.view, p.pid, d.msg, e.pid, s, e.msg
+                            ),
+                            vec![e.pid, p.pid],
+                            Some(g.view),
+                            Some(*d.msg),
+                        );
+                    }
+                }
+            }
+        }
         {
-            let table = tables.entry(g.view).or_default();
+            let table = tables.entry((g.view, side)).or_default();
             let mut prev = 0u64;
             let mut gap_reported = false;
             // Total and safe messages only: FIFO and causal ones have no
@@ -1069,7 +1129,7 @@ fn total_order(a: &Analysis<'_>) -> Vec<Violation> {
             if !lives_through(p, g.view) {
                 continue;
             }
-            let Some(table) = tables.get(&g.view) else {
+            let Some(table) = tables.get(&(g.view, side_of(p, g.view, policy))) else {
                 continue;
             };
             let mut prev = 0u64;
@@ -1099,17 +1159,20 @@ fn total_order(a: &Analysis<'_>) -> Vec<Violation> {
     out.v
 }
 
-fn safe_delivery(a: &Analysis<'_>) -> Vec<Violation> {
+fn safe_delivery(a: &Analysis<'_>, policy: Policy) -> Vec<Violation> {
     let mut out = Out::new(Guarantee::SafeDelivery);
-    // Every process's deliveries in each view.
-    let mut deliverers: HashMap<ViewId, Vec<(Pid, &Group<'_>)>> = HashMap::default();
+    // Every process's deliveries in each view (and side).
+    let mut deliverers: HashMap<Side, Vec<(Pid, &Group<'_>)>> = HashMap::default();
     for p in &a.procs {
         for g in &p.groups {
-            deliverers.entry(g.view).or_default().push((p.pid, g));
+            deliverers
+                .entry((g.view, side_of(p, g.view, policy)))
+                .or_default()
+                .push((p.pid, g));
         }
     }
-    for (v, survivors) in a.survivors() {
-        let Some(dl) = deliverers.get(&v) else {
+    for ((v, side), survivors) in a.survivors(policy) {
+        let Some(dl) = deliverers.get(&(v, side)) else {
             continue;
         };
         let Some(longest) = dl

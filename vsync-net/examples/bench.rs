@@ -7,7 +7,14 @@
 //!     [--test tput|latency|kill|stop] [--members 3] [--size 64] \
 //!     [--senders all|one] [--secs 5] [--runs 1] [--suspect-ms MS] [--json]
 //! cargo run --release -p vsync-net --example bench -- --all [--secs 3] [--json]
+//! cargo run --release -p vsync-net --example bench -- --secure both [--test tput|latency] ...
 //! ```
+//!
+//! `--secure off|on|both`: the members run insecure (the default), in a
+//! closed group (a cluster key generated for the run: Noise-sealed links),
+//! or both, run after run alternately (insecure, secured, insecure, ...) so
+//! that the machine's load drifts alike for both; `both` prints the two
+//! medians and the secured/insecure ratios.
 //!
 //! Tests:
 //! - `tput`: the senders (all members, or only the last to join, which is
@@ -67,7 +74,18 @@ enum Senders {
 }
 
 const USAGE: &str = "usage: bench [--test tput|latency|kill|stop] [--members N] [--size BYTES] \
-[--senders all|one] [--secs S] [--runs N] [--suspect-ms MS] [--threads N] [--json] [--all]";
+[--senders all|one] [--secs S] [--runs N] [--suspect-ms MS] [--threads N] [--secure off|on|both] [--json] [--all]";
+
+/// How the members' links are protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Secure {
+    /// Insecure (explicitly).
+    Off,
+    /// A closed group with a key made for the run.
+    On,
+    /// Both, alternately, compared.
+    Both,
+}
 
 /// Command line.
 #[derive(Debug, Clone)]
@@ -101,6 +119,10 @@ struct Args {
     node: u64,
     /// Internal: the address of a member to join through.
     seed: Option<std::net::SocketAddr>,
+    /// Insecure, secured or both.
+    secure: Secure,
+    /// Internal: the cluster key file of a secured member.
+    key: Option<std::path::PathBuf>,
 }
 
 impl Args {
@@ -125,6 +147,8 @@ impl Args {
             member: false,
             node: 1,
             seed: None,
+            secure: Secure::Off,
+            key: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -157,6 +181,15 @@ impl Args {
                 "--threads" => a.threads = Some(num(&flag, val()?)?),
                 "--node" => a.node = num(&flag, val()?)?,
                 "--seed" => a.seed = Some(num(&flag, val()?)?),
+                "--secure" => {
+                    a.secure = match val()?.as_str() {
+                        "off" => Secure::Off,
+                        "on" => Secure::On,
+                        "both" => Secure::Both,
+                        s => return Err(format!("unknown --secure {s}")),
+                    }
+                }
+                "--key" => a.key = Some(val()?.into()),
                 "--json" => a.json = true,
                 "--all" => a.all = true,
                 "--member" => a.member = true,
@@ -200,8 +233,23 @@ fn main() {
     if args.members < 2 {
         fail("--members must be at least 2");
     }
+    // The key of secured runs, in a directory removed at the end.
+    let keydir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => fail(&format!("cannot make a temporary directory: {e}")),
+    };
+    let keyfile = keydir.path().join("bench.key");
+    if let Err(e) = vsync_net::keygen(&keyfile) {
+        fail(&e.to_string());
+    }
+    let args = Args {
+        key: Some(keyfile),
+        ..args
+    };
     let res = if args.all {
         run_all(&args)
+    } else if args.secure == Secure::Both {
+        compare(&args)
     } else {
         run_config(&args).map(|_| ())
     };
@@ -392,6 +440,12 @@ fn start_run(h: &GroupHandle, cmd: &str, epoch: Instant) -> Result<Run, String> 
 async fn member(args: Args) -> Result<(), String> {
     let listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
     let mut cfg = Config::new(args.node, listen, "bench");
+    cfg.security = match &args.key {
+        Some(path) => {
+            vsync_net::Security::Key(vsync_net::Key::load(path).map_err(|e| e.to_string())?)
+        }
+        None => vsync_net::Security::Insecure,
+    };
     if let Some(ms) = args.suspect_ms {
         cfg.engine = vsync_core::Config::with_suspect_timeout(ms * 1000);
     }
@@ -548,6 +602,9 @@ impl Cluster {
         }
         if let Some(ms) = args.suspect_ms {
             c.args(["--suspect-ms", &ms.to_string()]);
+        }
+        if let (Secure::On, Some(k)) = (args.secure, &args.key) {
+            c.arg("--key").arg(k);
         }
         let mut child = c
             .stdin(Stdio::piped())
@@ -832,6 +889,88 @@ fn run_config(args: &Args) -> Result<Value, String> {
         }
     }
     Ok(report)
+}
+
+/// `--secure both`: the same configuration insecure and secured, run
+/// after run alternately; prints both medians and the ratios.
+fn compare(args: &Args) -> Result<(), String> {
+    if !matches!(args.test, Test::Tput | Test::Latency) {
+        return Err("--secure both compares the tput and latency tests".into());
+    }
+    let load = load_avg();
+    let mut runs: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..args.runs.max(1) {
+        for (i, secure) in [Secure::Off, Secure::On].into_iter().enumerate() {
+            runs[i].push(measure(&Args {
+                secure,
+                ..args.clone()
+            })?);
+        }
+    }
+    let med = |i: usize, k: &str| median(runs[i].iter().filter_map(|r| r[k].as_f64()).collect());
+    let keys = [
+        "msgs_per_s",
+        "mb_per_s",
+        "p50_us",
+        "p99_us",
+        "mean_us",
+        "cpu_us_per_delivery",
+    ];
+    let summary = |i: usize| -> Value {
+        keys.iter()
+            .map(|k| (k.to_string(), json!(med(i, k))))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let ratio: Value = keys
+        .iter()
+        .map(|k| (k.to_string(), json!(med(1, k) / med(0, k))))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let report = json!({
+        "test": format!("{:?}", args.test).to_lowercase(),
+        "members": args.members,
+        "size": args.size,
+        "senders": format!("{:?}", args.senders).to_lowercase(),
+        "secs": args.secs,
+        "threads": args.threads(),
+        "load1": load,
+        "insecure": summary(0),
+        "secured": summary(1),
+        "secured_over_insecure": ratio,
+        "runs_insecure": runs[0],
+        "runs_secured": runs[1],
+    });
+    if args.json {
+        out(&report.to_string());
+        return Ok(());
+    }
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    for (name, s) in [
+        ("insecure", &report["insecure"]),
+        ("secured", &report["secured"]),
+    ] {
+        out(&format!(
+            "{:<45} {name:<9} {:>9.0} msgs/s {:>8.1} MB/s  p50 {:>7.0} us  p99 {:>7.0} us  cpu {:.2} us/delivery",
+            describe(args),
+            f(&s["msgs_per_s"]),
+            f(&s["mb_per_s"]),
+            f(&s["p50_us"]),
+            f(&s["p99_us"]),
+            f(&s["cpu_us_per_delivery"]),
+        ));
+    }
+    let r = &report["secured_over_insecure"];
+    out(&format!(
+        "{:<45} secured/insecure: msgs/s x{:.2}  p50 x{:.2}  p99 x{:.2}  cpu/delivery x{:.2}  (load {load}, {} run(s) each, alternated)",
+        describe(args),
+        f(&r["msgs_per_s"]),
+        f(&r["p50_us"]),
+        f(&r["p99_us"]),
+        f(&r["cpu_us_per_delivery"]),
+        runs[0].len()
+    ));
+    Ok(())
 }
 
 /// The matrix.

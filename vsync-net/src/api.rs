@@ -4,6 +4,7 @@
 use crate::fault::Faults;
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::runtime::{self, Backlog, Cmd, Mode, State};
+use crate::secure::Security;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,11 +61,34 @@ pub struct Config {
     /// enough that protocol traffic queued behind them (heartbeats) is not
     /// delayed much, large enough to keep a link busy.
     pub direct_window: usize,
+    /// How links between members are protected: a cluster key (a closed
+    /// group: authenticated, encrypted links; see [`crate::keygen`]), or
+    /// explicitly none. Left [`Security::Unset`] (what [`Config::new`]
+    /// gives), the process runs insecure and logs a warning saying so at
+    /// start.
+    pub security: Security,
+    /// Bytes that may wait to be written to one peer. Beyond it, what is
+    /// sent there is dropped (the engine retransmits); if the queue stays
+    /// full for the engine's suspicion timeout
+    /// ([`vsync_core::Config::suspect_timeout`]), the peer is suspected, so
+    /// that a member that does not keep up is removed rather than
+    /// buffered for without bound.
+    pub max_peer_queue: usize,
+    /// At most this many accepted connections may be open at once; further
+    /// ones are closed at once (a member holds one to each other member).
+    pub max_inbound: usize,
+    /// At most this many accepted connections may be in their handshake
+    /// (not yet identified, each for at most 2 s); further ones are closed
+    /// at once, so that a flood of connections from outsiders costs little.
+    pub max_handshakes: usize,
 }
 
 impl Config {
     /// A configuration with default settings: default engine timeouts, no
-    /// seeds, no history, 16 MiB frames.
+    /// seeds, no history, 16 MiB frames, 64 MiB send queue per peer, 1024
+    /// accepted connections, 64 handshakes at once, and
+    /// [`Security::Unset`] (insecure, with a warning: set
+    /// [`Config::security`]).
     pub fn new(node: u64, listen: SocketAddr, group: impl Into<String>) -> Self {
         Config {
             node,
@@ -82,6 +106,10 @@ impl Config {
             leave_timeout: Duration::from_secs(10),
             faults: Faults::new(),
             direct_window: 8 << 20,
+            security: Security::Unset,
+            max_peer_queue: 64 << 20,
+            max_inbound: 1024,
+            max_handshakes: 64,
         }
     }
 }

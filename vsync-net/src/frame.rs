@@ -116,6 +116,9 @@ pub enum FrameError {
     /// The peer closed the connection in the middle of a frame.
     #[error("connection closed in the middle of a frame")]
     Truncated,
+    /// The secured link under the frames failed (tampered data).
+    #[error("{0}")]
+    Link(#[from] crate::secure::LinkError),
 }
 
 /// Encodes a whole frame, length prefix included.

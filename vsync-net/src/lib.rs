@@ -5,6 +5,9 @@
 //! # async fn demo() -> Result<(), vsync_net::NetError> {
 //! use vsync_net::{Config, Event, Group};
 //! let mut cfg = Config::new(1, "127.0.0.1:0".parse().unwrap(), "demo");
+//! // A closed group: every member loads the same key file
+//! // (`vsync_net::keygen(path)` writes one).
+//! cfg.security = vsync_net::Security::Key(vsync_net::Key::generate());
 //! cfg.engine = vsync_core::Config::with_suspect_timeout(500_000);
 //! let mut g = Group::found(cfg).await?;
 //! g.multicast(bytes::Bytes::from_static(b"hello")).await?;
@@ -31,6 +34,17 @@
 //!   peer of another group is refused with an error frame and a warning on
 //!   both sides. Frames are `u32` length, version byte, postcard
 //!   ([`frame`]); a bad or oversized frame closes its connection.
+//! - **Closed groups**: with a cluster key ([`Config::security`],
+//!   [`keygen`], [`Key`]) every connection first runs a Noise handshake
+//!   with the key as pre-shared key, and its frames travel sealed
+//!   ([`secure`]); a process without the key is refused on both sides
+//!   before anything else is read. Without one the process runs insecure,
+//!   with a warning at start. Threat model: docs/SECURITY.md.
+//! - **Limits on hostile input**: connections in their handshake, accepted
+//!   connections and each peer's send queue (in bytes) are bounded
+//!   ([`Config::max_handshakes`], [`Config::max_inbound`],
+//!   [`Config::max_peer_queue`]); a peer whose queue stays full is
+//!   suspected and removed.
 //! - **Writers**: one task per peer address, with a bounded queue (a full
 //!   queue drops: the engine retransmits). It coalesces everything queued
 //!   into one write, reconnects with backoff, and reports a refused
@@ -52,7 +66,8 @@
 //! - **Faults**: [`Faults`] drops traffic to or from chosen nodes, to make
 //!   partitions on running processes.
 //!
-//! Layout: [`frame`] is the wire format; `transport` the listener and the
+//! Layout: [`frame`] is the wire format; [`key`] the cluster key and its
+//! file; [`secure`] the Noise handshake and sealed chunks; `transport` the listener and the
 //! per-peer connection tasks; `router` the address book; `runtime` the engine
 //! task; `history` the JSON-lines recorder; [`fault`] the fault-injection
 //! switch. The binary `vsync-node` (feature `node-bin`, on by default) runs
@@ -64,11 +79,15 @@ mod api;
 pub mod fault;
 pub mod frame;
 mod history;
+pub mod key;
 mod router;
 mod runtime;
+pub mod secure;
 mod transport;
 
 pub use api::{Config, Event, Group, GroupHandle, GroupSender, NetError};
 pub use fault::Faults;
 pub use frame::FrameError;
+pub use key::{Key, KeyError, keygen};
+pub use secure::{LinkError, Security};
 pub use vsync_core::Delivery;

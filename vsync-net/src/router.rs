@@ -12,8 +12,11 @@ use crate::transport::{Out, Shared, Writer, spawn_writer};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use vsync_core::{Message, NodeId, Pid, Target};
 
 /// The routing state, owned by the engine task.
@@ -32,6 +35,12 @@ pub(crate) struct Router {
     pub(crate) oversized: u64,
     /// Direct messages dropped (destination unknown or its queue full).
     pub(crate) direct_dropped: u64,
+    /// Bytes a peer's queue may hold.
+    max_queue: usize,
+    /// A queue full for this long is reported ([`Router::take_stuck`]).
+    stuck_after: Duration,
+    /// Addresses whose queue stayed full, not yet taken.
+    stuck: Vec<SocketAddr>,
 }
 
 impl Router {
@@ -39,6 +48,8 @@ impl Router {
         shared: Arc<Shared>,
         seeds: Vec<SocketAddr>,
         book_tx: watch::Sender<Vec<(Pid, SocketAddr)>>,
+        max_queue: usize,
+        stuck_after: Duration,
     ) -> Self {
         Router {
             shared,
@@ -50,7 +61,17 @@ impl Router {
             unroutable: 0,
             oversized: 0,
             direct_dropped: 0,
+            max_queue,
+            stuck_after,
+            stuck: Vec::new(),
         }
+    }
+
+    /// The addresses whose send queue has stayed full for the suspicion
+    /// timeout since the last call (each reported once until its queue
+    /// takes a message again).
+    pub(crate) fn take_stuck(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.stuck)
     }
 
     /// Records that `pid` listens at `addr`. True if that is news.
@@ -189,18 +210,39 @@ impl Router {
             .writers
             .entry(addr)
             .or_insert_with(|| spawn_writer(shared.clone(), addr));
-        match w.tx.try_send(out) {
-            Ok(()) => {}
+        let size = out.size();
+        // Bounded in bytes (one item is always let in, whatever its size).
+        let before = w.queued.fetch_add(size, Ordering::AcqRel);
+        let full = before > 0 && before + size > self.max_queue;
+        let r = if full {
+            Err(TrySendError::Full(out))
+        } else {
+            w.tx.try_send(out)
+        };
+        match r {
+            Ok(()) => {
+                w.full_since = None;
+                w.reported = false;
+            }
             Err(TrySendError::Full(_)) => {
+                w.queued.fetch_sub(size, Ordering::AcqRel);
                 self.dropped += 1;
                 if self.dropped.is_power_of_two() {
                     tracing::debug!(%addr, dropped = self.dropped, "peer queue full: dropping");
+                }
+                let since = *w.full_since.get_or_insert_with(Instant::now);
+                if !w.reported && since.elapsed() >= self.stuck_after {
+                    w.reported = true;
+                    self.stuck.push(addr);
                 }
             }
             Err(TrySendError::Closed(out)) => {
                 // The writer exited (idle): start another.
                 let w = spawn_writer(self.shared.clone(), addr);
-                let _ = w.tx.try_send(out);
+                w.queued.fetch_add(size, Ordering::AcqRel);
+                if w.tx.try_send(out).is_err() {
+                    w.queued.fetch_sub(size, Ordering::AcqRel);
+                }
                 self.writers.insert(addr, w);
             }
         }

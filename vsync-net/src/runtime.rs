@@ -10,7 +10,8 @@
 use crate::api::{Config, Event, GroupHandle, GroupSender, NetError};
 use crate::history::Recorder;
 use crate::router::Router;
-use crate::transport::{Inbound, Shared, run_listener};
+use crate::secure::Security;
+use crate::transport::{Inbound, Limits, Shared, run_listener};
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -182,6 +183,11 @@ pub(crate) async fn start(config: Config, mode: Mode) -> Result<GroupHandle, Net
             config.max_frame
         )));
     }
+    if config.max_peer_queue == 0 || config.max_inbound == 0 || config.max_handshakes == 0 {
+        return Err(NetError::Config(
+            "max_peer_queue, max_inbound and max_handshakes must be above 0".into(),
+        ));
+    }
     if config.max_queued == 0 {
         return Err(NetError::Config("max_queued is 0".into()));
     }
@@ -220,12 +226,30 @@ pub(crate) async fn start(config: Config, mode: Mode) -> Result<GroupHandle, Net
     // any event is (a warning under a `warn` filter still names its node).
     let span = tracing::error_span!("vsync", node = config.node, inc);
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
+    match &config.security {
+        Security::Unset => tracing::warn!(
+            parent: &span,
+            "no cluster key configured (Config::security unset): links between members are NOT authenticated or encrypted, and anyone who can reach {local_addr} can join the group; set Config::security to Security::Key (see vsync_net::keygen), or to Security::Insecure to choose this explicitly"
+        ),
+        Security::Insecure => tracing::warn!(
+            parent: &span,
+            "running insecure: links between members are not authenticated or encrypted; anyone who can reach {local_addr} can join the group"
+        ),
+        Security::Key(_) => {
+            tracing::info!(parent: &span, "closed group: links are authenticated and encrypted with the cluster key")
+        }
+    }
     let shared = Arc::new(
         Shared::new(
             config.group.clone(),
             pid,
             advertise,
-            config.max_frame,
+            Limits {
+                max_frame: config.max_frame,
+                key: config.security.key().cloned(),
+                max_inbound: config.max_inbound,
+                max_handshakes: config.max_handshakes,
+            },
             config.faults.clone(),
             in_tx,
             span.clone(),
@@ -251,7 +275,13 @@ pub(crate) async fn start(config: Config, mode: Mode) -> Result<GroupHandle, Net
         .collect();
     let rt = Runtime {
         engine: Engine::new(pid, config.engine.clone()),
-        router: Router::new(shared.clone(), seeds, book_tx),
+        router: Router::new(
+            shared.clone(),
+            seeds,
+            book_tx,
+            config.max_peer_queue,
+            Duration::from_micros(config.engine.suspect_timeout),
+        ),
         shared,
         recorder,
         events: ev_tx,
@@ -480,8 +510,31 @@ impl Runtime {
         }
     }
 
-    /// Drains the engine's outputs: records them, then sends them.
+    /// Drains the engine's outputs: records them, then sends them; then
+    /// suspects the peers whose send queue stayed full too long (and sends
+    /// what that produced).
     fn flush(&mut self) {
+        self.flush_once();
+        loop {
+            let stuck = self.router.take_stuck();
+            if stuck.is_empty() {
+                return;
+            }
+            let now = now_micros();
+            let members = self.members();
+            for addr in stuck {
+                for pid in self.router.pids_at(addr) {
+                    if members.contains(&pid) {
+                        tracing::warn!(peer = %pid, %addr, "the peer does not take what is sent to it (its send queue stayed full): suspecting it");
+                        self.engine.suspect(now, pid);
+                    }
+                }
+            }
+            self.flush_once();
+        }
+    }
+
+    fn flush_once(&mut self) {
         let outs = self.engine.drain_outputs();
         if !outs.is_empty() {
             // 1. The history, written before anything of this batch leaves.
@@ -636,6 +689,7 @@ impl Runtime {
             unroutable = self.router.unroutable,
             oversized = self.router.oversized,
             direct_dropped = self.router.direct_dropped,
+            turned_away = self.shared.turned_away.load(Ordering::Relaxed),
             pid = %self.shared.pid,
             "stopped"
         );

@@ -15,22 +15,41 @@
 //! lost and the immediate reconnect is refused, or any connect is refused,
 //! it reports the address unreachable and the engine task suspects the
 //! processes there at once, instead of waiting for the heartbeat timeout.
+//!
+//! In a closed group ([`crate::Security::Key`]) every connection starts with
+//! the Noise handshake of [`crate::secure`] and carries its frames sealed;
+//! a process that fails it is refused with a warning on both sides before
+//! any frame is read. Hostile input is bounded: at most
+//! [`crate::Config::max_handshakes`] connections may be in their handshake
+//! at once (each for at most [`HANDSHAKE_TIMEOUT`], its first frame at most
+//! [`HELLO_MAX`] bytes) and at most [`crate::Config::max_inbound`] accepted
+//! connections may be open; further ones are closed at once. A bad,
+//! oversized or tampered frame closes its connection only.
+//!
+//! Each writer's queue is bounded in bytes ([`crate::Config::max_peer_queue`]);
+//! when it stays full for the engine's suspicion timeout (the peer does not
+//! take what is sent to it), the router reports the peer, and the engine
+//! task suspects it, so that a slow member is removed instead of making
+//! this process buffer without bound.
 
 use crate::fault::Faults;
 use crate::frame::{
-    Frame, FrameError, encode_frame, put_direct_frame, put_direct_head, put_msg_frame,
-    put_msg_head, read_frame,
+    DIRECT_OVERHEAD, Frame, FrameError, decode_frame, encode_frame, put_direct_frame,
+    put_direct_head, put_msg_frame, put_msg_head,
 };
+use crate::key::Key;
+use crate::secure::{self, LinkError, Opener, Sealer};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
@@ -38,8 +57,12 @@ use vsync_core::{Message, Pid};
 
 /// How long a connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long to wait for the peer's Hello.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a new connection may take to complete its handshake (the
+/// Noise handshake, if any, and the peer's Hello).
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest first frame (the Hello) read from a connection not yet
+/// identified: an outsider cannot make this process allocate more.
+pub(crate) const HELLO_MAX: usize = 64 * 1024;
 /// First reconnect delay; doubles on each failure.
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 /// Longest reconnect delay.
@@ -121,6 +144,27 @@ pub(crate) enum Out {
     },
 }
 
+impl Out {
+    /// The bytes it will take on the wire, about: what the writer's queue
+    /// bound counts.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Out::Msg { body, .. } => body.len() + 32,
+            Out::Frame(b) => b.len(),
+            Out::Direct { payload, .. } => payload.len() + DIRECT_OVERHEAD,
+        }
+    }
+}
+
+/// The transport's limits and protection (from [`crate::Config`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) max_frame: usize,
+    pub(crate) key: Option<Key>,
+    pub(crate) max_inbound: usize,
+    pub(crate) max_handshakes: usize,
+}
+
 /// What every transport task shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -129,6 +173,8 @@ pub(crate) struct Shared {
     /// The address peers dial to reach us.
     pub(crate) listen: SocketAddr,
     pub(crate) max_frame: usize,
+    /// The cluster key (a closed group), or none (insecure).
+    pub(crate) key: Option<Key>,
     pub(crate) faults: Faults,
     pub(crate) inbound: mpsc::Sender<Inbound>,
     /// Our Hello, encoded.
@@ -136,6 +182,12 @@ pub(crate) struct Shared {
     /// The process's span (node and incarnation), parent of connection
     /// spans.
     pub(crate) span: tracing::Span,
+    /// Connections in their handshake.
+    handshakes: Arc<Semaphore>,
+    /// Accepted connections open.
+    accepted: Arc<Semaphore>,
+    /// Connections closed at once because a limit was reached.
+    pub(crate) turned_away: AtomicUsize,
 }
 
 impl Shared {
@@ -143,7 +195,7 @@ impl Shared {
         group: String,
         pid: Pid,
         listen: SocketAddr,
-        max_frame: usize,
+        limits: Limits,
         faults: Faults,
         inbound: mpsc::Sender<Inbound>,
         span: tracing::Span,
@@ -154,17 +206,21 @@ impl Shared {
                 pid,
                 listen,
             },
-            max_frame,
+            limits.max_frame.min(HELLO_MAX),
         )?;
         Ok(Shared {
             group,
             pid,
             listen,
-            max_frame,
+            max_frame: limits.max_frame,
+            key: limits.key,
             faults,
             inbound,
             hello,
             span,
+            handshakes: Arc::new(Semaphore::new(limits.max_handshakes.max(1))),
+            accepted: Arc::new(Semaphore::new(limits.max_inbound.max(1))),
+            turned_away: AtomicUsize::new(0),
         })
     }
 
@@ -212,9 +268,9 @@ impl Shared {
     }
 
     /// Reads frames from `from` until the connection ends.
-    async fn read_loop(&self, from: Pid, rd: &mut OwnedReadHalf, buf: &mut BytesMut) {
+    async fn read_loop(&self, from: Pid, rd: &mut OwnedReadHalf, reader: &mut Reader) {
         loop {
-            match read_frame(rd, buf, self.max_frame).await {
+            match reader.next(rd, self.max_frame).await {
                 Ok(Some(frame)) => {
                     if !self.on_frame(from, frame).await {
                         return;
@@ -231,6 +287,20 @@ impl Shared {
             }
         }
     }
+
+    /// Counts a connection closed at once, and says so at most once a
+    /// second.
+    fn turn_away(&self, addr: SocketAddr, why: &str) {
+        static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+        let n = self.turned_away.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = LAST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(std::time::Instant::now());
+            tracing::warn!(%addr, total = n, "{why}: closing the connection at once");
+        }
+    }
 }
 
 fn log_frame_error(peer: Pid, e: &FrameError) {
@@ -238,8 +308,114 @@ fn log_frame_error(peer: Pid, e: &FrameError) {
         FrameError::Io(_) | FrameError::Truncated => {
             tracing::debug!(%peer, error = %e, "connection lost");
         }
+        FrameError::Link(_) => {
+            tracing::warn!(%peer, error = %e, "tampered data on the link: dropped it and closed the connection")
+        }
         _ => tracing::warn!(%peer, error = %e, "bad frame: closing the connection"),
     }
+}
+
+/// Logs a refused connection: at most [`REFUSALS_PER_SEC`] lines a second
+/// (an outsider's flood must not flood the log); the next line logged says
+/// how many were left out.
+fn refused(addr: SocketAddr, why: &str) {
+    static WINDOW: std::sync::Mutex<(Option<std::time::Instant>, u32, u64)> =
+        std::sync::Mutex::new((None, 0, 0));
+    let mut w = WINDOW
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (start, lines, suppressed) = &mut *w;
+    if start.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        *start = Some(std::time::Instant::now());
+        *lines = 0;
+    }
+    if *lines >= REFUSALS_PER_SEC {
+        *suppressed += 1;
+        return;
+    }
+    *lines += 1;
+    let left_out = std::mem::take(suppressed);
+    if left_out > 0 {
+        tracing::warn!("refused connection from {addr}: {why} ({left_out} similar lines left out)");
+    } else {
+        tracing::warn!("refused connection from {addr}: {why}");
+    }
+}
+
+/// Refusal lines logged per second at most.
+const REFUSALS_PER_SEC: u32 = 10;
+
+/// Reads frames from one connection: from the bytes as they come, or from
+/// what the sealed chunks open to.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    /// Frame bytes (plaintext).
+    plain: BytesMut,
+    /// The session's opener and the sealed bytes not yet opened.
+    sealed: Option<(Opener, BytesMut)>,
+}
+
+impl Reader {
+    fn new(opener: Option<Opener>) -> Self {
+        Reader {
+            plain: BytesMut::with_capacity(64 * 1024),
+            sealed: opener.map(|o| (o, BytesMut::with_capacity(128 * 1024))),
+        }
+    }
+
+    /// The next frame (at most `max` bytes); `Ok(None)` at a clean end of
+    /// stream between frames.
+    pub(crate) async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        rd: &mut R,
+        max: usize,
+    ) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if let Some(f) = decode_frame(&mut self.plain, max)? {
+                return Ok(Some(f));
+            }
+            let (n, empty) = match &mut self.sealed {
+                None => {
+                    if self.plain.capacity() - self.plain.len() < 4096 {
+                        self.plain.reserve(64 * 1024);
+                    }
+                    (rd.read_buf(&mut self.plain).await?, self.plain.is_empty())
+                }
+                Some((opener, raw)) => {
+                    if raw.capacity() - raw.len() < 4096 {
+                        raw.reserve(64 * 1024);
+                    }
+                    let n = rd.read_buf(raw).await?;
+                    opener.open(raw, &mut self.plain)?;
+                    (n, raw.is_empty() && self.plain.is_empty())
+                }
+            };
+            if n == 0 {
+                return if empty {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
+    }
+}
+
+/// Writes whole frames on a connection, sealed in a closed group.
+async fn write_frame(
+    wr: &mut OwnedWriteHalf,
+    sealer: Option<&mut Sealer>,
+    frame: &[u8],
+) -> Result<(), FrameError> {
+    match sealer {
+        None => wr.write_all(frame).await?,
+        Some(s) => {
+            let mut out = BytesMut::new();
+            s.seal(frame, &mut out)?;
+            wr.write_all(&out).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Accepts connections until aborted; aborting it closes every accepted
@@ -250,8 +426,16 @@ pub(crate) async fn run_listener(shared: Arc<Shared>, listener: TcpListener) {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, addr)) => {
+                    let Ok(open) = shared.accepted.clone().try_acquire_owned() else {
+                        shared.turn_away(addr, "too many connections open");
+                        continue;
+                    };
+                    let Ok(hs) = shared.handshakes.clone().try_acquire_owned() else {
+                        shared.turn_away(addr, "too many connections in their handshake");
+                        continue;
+                    };
                     let span = tracing::error_span!("inbound", from = %addr);
-                    conns.spawn(serve_inbound(shared.clone(), stream, addr).instrument(span));
+                    conns.spawn(serve_inbound(shared.clone(), stream, addr, hs, open).instrument(span));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -263,49 +447,29 @@ pub(crate) async fn run_listener(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+async fn serve_inbound(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    handshake: OwnedSemaphorePermit,
+    _open: OwnedSemaphorePermit,
+) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let (group, pid, listen) = match timeout(
+    let accepted = timeout(
         HANDSHAKE_TIMEOUT,
-        read_frame(&mut rd, &mut buf, shared.max_frame),
+        accept_handshake(&shared, &mut rd, &mut wr, addr),
     )
-    .await
-    {
-        Ok(Ok(Some(Frame::Hello { group, pid, listen }))) => (group, pid, listen),
-        Ok(Ok(Some(other))) => {
-            tracing::warn!(%addr, frame = ?std::mem::discriminant(&other), "expected a Hello: closing the connection");
-            return;
-        }
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            tracing::warn!(%addr, error = %e, "bad first frame: closing the connection");
-            return;
-        }
+    .await;
+    drop(handshake);
+    let (pid, listen, mut reader) = match accepted {
+        Ok(Some(p)) => p,
+        Ok(None) => return,
         Err(_) => {
-            tracing::debug!(%addr, "no Hello in time: closing the connection");
+            tracing::info!(%addr, "no handshake within {HANDSHAKE_TIMEOUT:?}: closing the connection");
             return;
         }
     };
-    if wr.write_all(&shared.hello).await.is_err() {
-        return;
-    }
-    if group != shared.group {
-        let reason = shared.mismatch(pid, listen, &group);
-        tracing::warn!("{reason}: refusing the connection");
-        let err = Frame::Error {
-            reason: format!("we are in group '{}', you are in '{group}'", shared.group),
-        };
-        if let Ok(b) = encode_frame(&err, shared.max_frame) {
-            let _ = wr.write_all(&b).await;
-        }
-        let _ = wr.shutdown().await;
-        return;
-    }
-    if pid == shared.pid {
-        return;
-    }
     if shared
         .inbound
         .send(Inbound::Hello { pid, listen })
@@ -314,28 +478,153 @@ async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr)
     {
         return;
     }
-    shared.read_loop(pid, &mut rd, &mut buf).await;
+    shared.read_loop(pid, &mut rd, &mut reader).await;
     drop(wr);
 }
 
-/// A writer task and its queue.
+/// The accepting side's handshake: the Noise handshake in a closed group,
+/// then a Hello each way. `None`: refused (and logged) or lost.
+async fn accept_handshake(
+    shared: &Shared,
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    addr: SocketAddr,
+) -> Option<(Pid, SocketAddr, Reader)> {
+    let mut sealer = None;
+    let mut reader = Reader::new(None);
+    if let Some(key) = &shared.key {
+        match secure::respond(rd, wr, key).await {
+            Ok(link) => {
+                sealer = Some(link.sealer);
+                reader = Reader::new(Some(link.opener));
+            }
+            Err(LinkError::Io(e)) => {
+                tracing::debug!(%addr, error = %e, "connection lost in the handshake");
+                return None;
+            }
+            Err(e) => {
+                refused(addr, &e.to_string());
+                return None;
+            }
+        }
+    }
+    let (group, pid, listen) = match reader.next(rd, HELLO_MAX).await {
+        Ok(Some(Frame::Hello { group, pid, listen })) => (group, pid, listen),
+        Ok(Some(other)) => {
+            tracing::warn!(%addr, frame = ?std::mem::discriminant(&other), "expected a Hello: closing the connection");
+            return None;
+        }
+        Ok(None) => return None,
+        Err(FrameError::Link(_)) => {
+            refused(
+                addr,
+                "wrong cluster key, a replayed handshake or not a vsync peer",
+            );
+            return None;
+        }
+        Err(FrameError::Io(e)) => {
+            tracing::debug!(%addr, error = %e, "connection lost before its Hello");
+            return None;
+        }
+        Err(e) => {
+            if shared.key.is_none() && reader.plain.starts_with(&secure::PREAMBLE[..4]) {
+                refused(
+                    addr,
+                    "the peer uses a cluster key and this node runs without one (--insecure)",
+                );
+            } else {
+                refused(addr, &format!("not a vsync peer ({e})"));
+            }
+            return None;
+        }
+    };
+    if write_frame(wr, sealer.as_mut(), &shared.hello)
+        .await
+        .is_err()
+    {
+        return None;
+    }
+    if group != shared.group {
+        let reason = shared.mismatch(pid, listen, &group);
+        tracing::warn!("{reason}: refusing the connection");
+        let err = Frame::Error {
+            reason: format!("we are in group '{}', you are in '{group}'", shared.group),
+        };
+        if let Ok(b) = encode_frame(&err, HELLO_MAX) {
+            let _ = write_frame(wr, sealer.as_mut(), &b).await;
+        }
+        let _ = wr.shutdown().await;
+        return None;
+    }
+    if pid == shared.pid {
+        return None;
+    }
+    Some((pid, listen, reader))
+}
+
+/// A writer task's queue, with the bytes it holds counted (the router
+/// bounds them).
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub(crate) tx: mpsc::Sender<Out>,
     pub(crate) task: JoinHandle<()>,
+    /// Bytes queued (added by the router, taken off by the writer).
+    pub(crate) queued: Arc<AtomicUsize>,
+    /// Since when pushes have failed because the queue is full.
+    pub(crate) full_since: Option<Instant>,
+    /// The full queue was reported (once per episode).
+    pub(crate) reported: bool,
+}
+
+/// The writer's end of its queue.
+struct Queue {
+    rx: mpsc::Receiver<Out>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn took(&self, item: Option<Out>) -> Option<Out> {
+        if let Some(i) = &item {
+            self.queued.fetch_sub(i.size(), Ordering::AcqRel);
+        }
+        item
+    }
+
+    async fn recv(&mut self) -> Option<Out> {
+        let item = self.rx.recv().await;
+        self.took(item)
+    }
+
+    fn try_recv(&mut self) -> Option<Out> {
+        let item = self.rx.try_recv().ok();
+        self.took(item)
+    }
 }
 
 /// Starts the writer for `addr`.
 pub(crate) fn spawn_writer(shared: Arc<Shared>, addr: SocketAddr) -> Writer {
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
     let span = tracing::error_span!(parent: &shared.span, "outbound", to = %addr);
-    let task = tokio::spawn(run_writer(shared, addr, rx).instrument(span));
-    Writer { tx, task }
+    let q = Queue {
+        rx,
+        queued: queued.clone(),
+    };
+    let task = tokio::spawn(run_writer(shared, addr, q).instrument(span));
+    Writer {
+        tx,
+        task,
+        queued,
+        full_since: None,
+        reported: false,
+    }
 }
 
 /// An established outgoing connection.
 struct Conn {
     wr: OwnedWriteHalf,
+    /// Seals what is written, in a closed group.
+    sealer: Option<Sealer>,
     remote: Pid,
     closed: oneshot::Receiver<()>,
     reader: JoinHandle<()>,
@@ -357,6 +646,12 @@ enum ConnectError {
     Io(#[from] io::Error),
     #[error("{0}")]
     Frame(#[from] FrameError),
+    #[error("{0}")]
+    Secure(LinkError),
+    #[error(
+        "the peer closed the connection before its Hello: it may require a cluster key (this node runs without one)"
+    )]
+    NoHello,
     #[error("the peer is in another group")]
     GroupMismatch,
     #[error("the peer refused the connection: {0}")]
@@ -378,18 +673,36 @@ async fn connect(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Conn, Connect
     };
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
-    wr.write_all(&shared.hello).await?;
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let first = timeout(
-        HANDSHAKE_TIMEOUT,
-        read_frame(&mut rd, &mut buf, shared.max_frame),
-    )
-    .await
-    .map_err(|_| ConnectError::Timeout)??;
+    let hs = async {
+        let (mut sealer, mut reader) = match &shared.key {
+            Some(key) => match secure::initiate(&mut rd, &mut wr, key).await {
+                Ok(link) => (Some(link.sealer), Reader::new(Some(link.opener))),
+                Err(LinkError::Io(e)) => return Err(ConnectError::Io(e)),
+                Err(e) => return Err(ConnectError::Secure(e)),
+            },
+            None => (None, Reader::new(None)),
+        };
+        write_frame(&mut wr, sealer.as_mut(), &shared.hello).await?;
+        let first = match reader.next(&mut rd, HELLO_MAX).await {
+            Ok(f) => f,
+            Err(FrameError::Link(e)) => return Err(ConnectError::Secure(e)),
+            Err(FrameError::Io(e))
+                if shared.key.is_none() && e.kind() == io::ErrorKind::ConnectionReset =>
+            {
+                return Err(ConnectError::NoHello);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((sealer, reader, first))
+    };
+    let (sealer, mut reader, first) = timeout(HANDSHAKE_TIMEOUT, hs)
+        .await
+        .map_err(|_| ConnectError::Timeout)??;
     let (group, pid, listen) = match first {
         Some(Frame::Hello { group, pid, listen }) => (group, pid, listen),
         Some(Frame::Error { reason }) => return Err(ConnectError::PeerError(reason)),
         Some(_) => return Err(ConnectError::Protocol),
+        None if shared.key.is_none() => return Err(ConnectError::NoHello),
         None => return Err(ConnectError::Io(io::ErrorKind::UnexpectedEof.into())),
     };
     if group != shared.group {
@@ -404,13 +717,14 @@ async fn connect(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Conn, Connect
     let sh = shared.clone();
     let reader = tokio::spawn(
         async move {
-            sh.read_loop(pid, &mut rd, &mut buf).await;
+            sh.read_loop(pid, &mut rd, &mut reader).await;
             let _ = closed_tx.send(());
         }
         .in_current_span(),
     );
     Ok(Conn {
         wr,
+        sealer,
         remote: pid,
         closed,
         reader,
@@ -424,16 +738,20 @@ enum SessionEnd {
     Done,
 }
 
-async fn run_writer(shared: Arc<Shared>, addr: SocketAddr, mut rx: mpsc::Receiver<Out>) {
+async fn run_writer(shared: Arc<Shared>, addr: SocketAddr, mut rx: Queue) {
     let mut backoff = MIN_BACKOFF;
     let mut last_item = Instant::now();
     // The connection was just lost: a failed reconnect is retried at once.
     let mut lost = false;
+    // A refusal was logged as a warning (repeats are debug lines until a
+    // connection succeeds).
+    let mut warned = false;
     loop {
         match connect(&shared, addr).await {
             Ok(conn) => {
                 tracing::debug!(peer = %conn.remote, "connected");
                 backoff = MIN_BACKOFF;
+                warned = false;
                 match session(&shared, conn, &mut rx).await {
                     SessionEnd::Done => return,
                     SessionEnd::Lost => {
@@ -447,6 +765,14 @@ async fn run_writer(shared: Arc<Shared>, addr: SocketAddr, mut rx: mpsc::Receive
                 tracing::debug!("connection refused");
                 lost = false;
                 let _ = shared.inbound.send(Inbound::Unreachable { addr }).await;
+            }
+            Err(e @ (ConnectError::Secure(_) | ConnectError::NoHello)) => {
+                if std::mem::replace(&mut warned, true) {
+                    tracing::debug!("connection to {addr} refused: {e}");
+                } else {
+                    tracing::warn!("connection to {addr} refused: {e}");
+                }
+                backoff = MAX_BACKOFF;
             }
             Err(ConnectError::GroupMismatch) | Err(ConnectError::PeerError(_)) => {
                 backoff = MAX_BACKOFF;
@@ -477,8 +803,9 @@ async fn run_writer(shared: Arc<Shared>, addr: SocketAddr, mut rx: mpsc::Receive
     }
 }
 
-async fn session(shared: &Shared, mut conn: Conn, rx: &mut mpsc::Receiver<Out>) -> SessionEnd {
+async fn session(shared: &Shared, mut conn: Conn, rx: &mut Queue) -> SessionEnd {
     let mut buf = Parts::default();
+    let mut sealed = BytesMut::new();
     loop {
         let first = tokio::select! {
             biased;
@@ -499,15 +826,29 @@ async fn session(shared: &Shared, mut conn: Conn, rx: &mut mpsc::Receiver<Out>) 
         append(shared, &mut buf, conn.remote, first, cut);
         while buf.len() < MAX_COALESCE {
             match rx.try_recv() {
-                Ok(item) => append(shared, &mut buf, conn.remote, item, cut),
-                Err(_) => break,
+                Some(item) => append(shared, &mut buf, conn.remote, item, cut),
+                None => break,
             }
         }
         buf.seal();
         if buf.remaining() == 0 {
             continue;
         }
-        match timeout(WRITE_TIMEOUT, conn.wr.write_all_buf(&mut buf)).await {
+        let written = match conn.sealer.as_mut() {
+            None => timeout(WRITE_TIMEOUT, conn.wr.write_all_buf(&mut buf)).await,
+            Some(s) => {
+                if let Err(e) = s.seal_buf(&mut buf, &mut sealed) {
+                    tracing::error!(error = %e, "cannot seal: dropping the connection");
+                    return SessionEnd::Lost;
+                }
+                let w = timeout(WRITE_TIMEOUT, conn.wr.write_all_buf(&mut sealed)).await;
+                if sealed.capacity() > 4 * MAX_COALESCE {
+                    sealed = BytesMut::new();
+                }
+                w
+            }
+        };
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "write failed");

@@ -74,12 +74,18 @@ pub struct ReplicaConfig {
     pub transfer_timeout: Duration,
     /// Capacity of the event stream ([`crate::Replica::events`]).
     pub event_capacity: usize,
+    /// The largest state, in bytes, this replica accepts by state transfer
+    /// as a joiner. A donor that sends more is refused: the replica stops
+    /// ([`crate::ReplicaEvent::Stopped`], with a
+    /// [`crate::transfer::TransferTooLarge`] reason) and logs it, instead
+    /// of taking in more than it can hold.
+    pub max_transfer: u64,
 }
 
 impl ReplicaConfig {
     /// Defaults: no data directory, [`Durability::Memory`], a checkpoint
     /// every 100,000 commands or 60 s, [`Start::Join`], automatic rejoin,
-    /// 15 s transfer timeout.
+    /// 15 s transfer timeout, state transfers up to 16 GiB.
     pub fn new(net: vsync_net::Config) -> Self {
         ReplicaConfig {
             net,
@@ -91,6 +97,7 @@ impl ReplicaConfig {
             auto_rejoin: true,
             transfer_timeout: Duration::from_secs(15),
             event_capacity: 1024,
+            max_transfer: 16 << 30,
         }
     }
 }

@@ -139,6 +139,7 @@ impl<S: StateMachine> Replica<S> {
             logged: false,
             donors: HashMap::new(),
             request: None,
+            received: transfer::Received::default(),
             asked: HashMap::new(),
             done_tx,
             done_rx,
@@ -391,6 +392,9 @@ struct Task<S: StateMachine> {
     /// As joiner: the donor and view asked, the attempt, and when the donor
     /// was last heard.
     request: Option<(Pid, ViewId, u32, Instant)>,
+    /// State bytes received in the transfer under way (against
+    /// `max_transfer`).
+    received: transfer::Received,
     /// Requests that came before this replica reached the joiner's cut.
     asked: HashMap<Pid, (ViewId, u32)>,
     done_tx: mpsc::UnboundedSender<Finished>,
@@ -756,6 +760,12 @@ impl<S: StateMachine> Task<S> {
                 view, seq, last, ..
             } => {
                 Metrics::add(&self.metrics.transfer_bytes_received, data.len() as u64);
+                let max = self.cfg.max_transfer;
+                if let Err(e) = self.received.add(from, view, attempt, data.len(), max) {
+                    tracing::error!("{e}");
+                    self.stop(e.to_string());
+                    return;
+                }
                 if let Some(next) = self.core.state_piece(from, view, seq, last, &data) {
                     if next % ACK_EVERY == 0 {
                         self.send_direct(

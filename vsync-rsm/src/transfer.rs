@@ -10,6 +10,11 @@
 //! [`ACK_EVERY`] pieces once restored), so neither side buffers more than
 //! a few tens of MiB whatever the state's size. The replica task cancels
 //! the stream (aborts the task) when a view change removes the joiner.
+//!
+//! The joiner's side counts what it receives ([`Received`]) and refuses a
+//! state larger than [`crate::ReplicaConfig::max_transfer`]
+//! ([`TransferTooLarge`]): a donor, faulty or malicious, cannot make a
+//! joiner take in more than it is configured to hold.
 
 use crate::machine::SnapshotImage;
 use crate::status::Metrics;
@@ -59,6 +64,57 @@ pub(crate) struct Plan<I> {
     pub(crate) image: Option<I>,
     pub(crate) recovering: Option<u64>,
     pub(crate) attempt: u32,
+}
+
+/// A state transfer went past the joiner's limit
+/// ([`crate::ReplicaConfig::max_transfer`]); the joiner stops rather than
+/// take in more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refused the state transfer from {donor}: more than max_transfer ({max} bytes) received ({received} bytes so far)"
+)]
+pub struct TransferTooLarge {
+    /// The donor.
+    pub donor: Pid,
+    /// Bytes received, the refused piece included.
+    pub received: u64,
+    /// The limit.
+    pub max: u64,
+}
+
+/// The joiner's count of the state bytes received in the current transfer
+/// (a new view or attempt starts a new count).
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    of: Option<(ViewId, u32)>,
+    bytes: u64,
+}
+
+impl Received {
+    /// Counts a piece of `len` bytes of the transfer `(view, attempt)` from
+    /// `donor`; `Err` once the transfer's total exceeds `max`.
+    pub(crate) fn add(
+        &mut self,
+        donor: Pid,
+        view: ViewId,
+        attempt: u32,
+        len: usize,
+        max: u64,
+    ) -> Result<(), TransferTooLarge> {
+        if self.of != Some((view, attempt)) {
+            self.of = Some((view, attempt));
+            self.bytes = 0;
+        }
+        self.bytes = self.bytes.saturating_add(len as u64);
+        if self.bytes > max {
+            return Err(TransferTooLarge {
+                donor,
+                received: self.bytes,
+                max,
+            });
+        }
+        Ok(())
+    }
 }
 
 fn enc(m: &Direct, data: &[u8]) -> Result<Bytes, String> {
@@ -194,4 +250,31 @@ async fn stream<I: SnapshotImage>(
     )
     .await?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_counts_per_transfer_and_refuses_past_the_limit() {
+        let donor = Pid::new(1, 1);
+        let v1 = ViewId {
+            epoch: 1,
+            installer: donor,
+        };
+        let v2 = ViewId {
+            epoch: 2,
+            installer: donor,
+        };
+        let mut r = Received::default();
+        assert!(r.add(donor, v1, 1, 600, 1000).is_ok());
+        assert!(r.add(donor, v1, 1, 400, 1000).is_ok());
+        let e = r.add(donor, v1, 1, 1, 1000).unwrap_err();
+        assert_eq!((e.received, e.max), (1001, 1000));
+        // A new attempt, or a new view, starts again from zero.
+        assert!(r.add(donor, v1, 2, 1000, 1000).is_ok());
+        assert!(r.add(donor, v2, 2, 1000, 1000).is_ok());
+        assert!(r.add(donor, v2, 2, usize::MAX, u64::MAX - 1).is_err());
+    }
 }

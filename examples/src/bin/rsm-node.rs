@@ -5,8 +5,11 @@
 //! rsm-node --node 1 --group g --listen 127.0.0.1:0 [--seeds a,b] [--data DIR]
 //!          [--durability memory|logged] [--start found|join|recover-found|recover]
 //!          [--expect N] [--machine journal|ledger] [--suspect-ms 300]
-//!          [--checkpoint-every N]
+//!          [--checkpoint-every N] (--key FILE | --insecure)
 //! ```
+//!
+//! `--key FILE` closes the group with that cluster key; `--insecure` runs
+//! without one (logged as a warning). One of them is required.
 //!
 //! Prints one line per fact: `READY <addr>`, `PID <pid>`, `VIEW <n> <members>`,
 //! `ROLE <role> <position>`, `EVENT <debug>`, and answers to commands:
@@ -38,6 +41,7 @@ struct Args {
     machine: String,
     suspect_ms: u64,
     checkpoint_every: u64,
+    security: Option<vsync_net::Security>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -53,9 +57,17 @@ fn parse() -> Result<Args, String> {
         machine: "journal".into(),
         suspect_ms: 300,
         checkpoint_every: 100_000,
+        security: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--insecure" {
+            if a.security.is_some() {
+                return Err("--key and --insecure exclude each other".into());
+            }
+            a.security = Some(vsync_net::Security::Insecure);
+            continue;
+        }
         let v = it.next().ok_or(format!("{k} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("bad value for {k}: {e}");
         match k.as_str() {
@@ -82,11 +94,24 @@ fn parse() -> Result<Args, String> {
             "--machine" => a.machine = v,
             "--suspect-ms" => a.suspect_ms = v.parse().map_err(|e| bad(&e))?,
             "--checkpoint-every" => a.checkpoint_every = v.parse().map_err(|e| bad(&e))?,
+            "--key" => {
+                if a.security.is_some() {
+                    return Err("--key and --insecure exclude each other".into());
+                }
+                let k = vsync_net::Key::load(&v).map_err(|e| e.to_string())?;
+                a.security = Some(vsync_net::Security::Key(k));
+            }
             _ => return Err(format!("unknown option {k}")),
         }
     }
     if a.node == 0 {
         return Err("--node is required".into());
+    }
+    if a.security.is_none() {
+        return Err(
+            "give --key FILE (a cluster key) or --insecure (no authentication, no encryption)"
+                .into(),
+        );
     }
     Ok(a)
 }
@@ -95,6 +120,7 @@ fn config(a: &Args) -> Result<ReplicaConfig, String> {
     let mut net = vsync_net::Config::new(a.node, a.listen, a.group.clone());
     net.seeds = a.seeds.clone();
     net.engine = vsync_core::Config::with_suspect_timeout(a.suspect_ms * 1000);
+    net.security = a.security.clone().unwrap_or_default();
     let mut c = ReplicaConfig::new(net);
     c.data_dir = a.data.clone();
     c.durability = a.durability;

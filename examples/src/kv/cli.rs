@@ -1,4 +1,5 @@
-//! The `vsync-kv` command line: `node`, `demo` and `status`.
+//! The `vsync-kv` command line: `node`, `demo`, `status`, `timeline` and
+//! `keygen`.
 //!
 //! Guarantees: bad arguments get clap's usage message; every failure at run
 //! time is a one-line message saying what to do (never a panic). `node`
@@ -36,6 +37,9 @@ pub enum Cmd {
     Demo(DemoArgs),
     /// Print a replica's view, members, position and role.
     Status(StatusArgs),
+    /// Write a new cluster key file (64 hex characters, mode 0600): copy it
+    /// to every replica and start each with `--key FILE`.
+    Keygen(KeygenArgs),
     /// Draw history files (`node --history`) as one timeline picture (SVG,
     /// or HTML for an `.html` output); `vsync-kv timeline --help` for the
     /// options.
@@ -126,6 +130,45 @@ pub struct NodeArgs {
     /// RESP front end alone; not for real use).
     #[arg(long, hide = true)]
     pub standalone: bool,
+    /// The cluster key file (`vsync-kv keygen FILE`): links between
+    /// replicas are authenticated and encrypted with it, and a process
+    /// without it cannot join. Required unless `--insecure`.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub key: Option<PathBuf>,
+    /// Run without a cluster key: links between replicas are neither
+    /// authenticated nor encrypted (anyone who can reach `--listen` can
+    /// join). Logged as a warning. Only for trusted networks and tests.
+    #[arg(long)]
+    pub insecure: bool,
+    /// At most this many Redis clients at once; one more is answered
+    /// `-ERR max number of clients reached`.
+    #[arg(long, default_value_t = crate::kv::server::DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
+}
+
+impl NodeArgs {
+    /// How the replica's links are protected, as `--key` / `--insecure`
+    /// say; `Err` (the message to print) if neither is given or the key
+    /// file cannot be loaded.
+    pub fn security(&self) -> Result<vsync_net::Security, String> {
+        match (&self.key, self.insecure) {
+            (Some(path), _) => vsync_net::Key::load(path)
+                .map(vsync_net::Security::Key)
+                .map_err(|e| e.to_string()),
+            (None, true) => Ok(vsync_net::Security::Insecure),
+            (None, false) => Err(
+                "give --key FILE (a cluster key; create one with `vsync-kv keygen FILE` and copy it to every replica) or --insecure (no authentication, no encryption)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// `vsync-kv keygen`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// The file to create (never overwritten).
+    pub path: PathBuf,
 }
 
 /// `vsync-kv demo`.
@@ -160,6 +203,15 @@ pub fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Demo(a) => crate::kv::demo::run(a),
         Cmd::Status(a) => status(&a),
+        Cmd::Keygen(a) => {
+            vsync_net::keygen(&a.path).map_err(|e| e.to_string())?;
+            println!(
+                "wrote a new cluster key to {} (readable by you only): copy it to every replica and start each with --key {}",
+                a.path.display(),
+                a.path.display()
+            );
+            Ok(())
+        }
         Cmd::Timeline { args } => vsync_core::timeline::cli::run(&args)
             .map(|line| println!("{line}"))
             .map_err(|e| e.to_string()),
@@ -174,6 +226,7 @@ pub fn server_config(a: &NodeArgs) -> ServerConfig {
             ..Limits::default()
         },
         ordered_reads: a.reads == ReadsArg::Ordered,
+        max_clients: a.max_clients,
         ..ServerConfig::default()
     }
 }
@@ -183,6 +236,8 @@ pub async fn run_node(a: NodeArgs) -> Result<(), String> {
     if a.standalone {
         return serve_until_signal(a, Standalone::new()).await;
     }
+    // Checked before anything starts (the replica reads it again).
+    a.security()?;
     let backend = crate::kv::replica::start(&a).await?;
     serve_until_signal(a, backend).await
 }

@@ -113,6 +113,9 @@ fn step(n: u32, title: &str, fast: bool) {
     println!("\n\x1b[1m{n}. {title}\x1b[0m");
 }
 
+/// The demo's cluster key, generated in its directory.
+const KEY_FILE: &str = "cluster.key";
+
 /// Starts `vsync-kv node` for replica `id`.
 fn start(id: u64, dir: &Path, seeds: &[SocketAddr]) -> Result<Proc, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
@@ -134,6 +137,8 @@ fn start(id: u64, dir: &Path, seeds: &[SocketAddr]) -> Result<Proc, String> {
     .arg("--history")
     .arg(dir.join(format!("replica-{id}.jsonl")))
     .args(["--suspect-timeout-ms", "400"])
+    .arg("--key")
+    .arg(dir.join(KEY_FILE))
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::from(log));
@@ -249,6 +254,13 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
     println!(
         "Three replicas run as separate processes on 127.0.0.1; their data and logs are in {}.",
         dir.display()
+    );
+
+    vsync_net::keygen(dir.join(KEY_FILE))
+        .map_err(|e| format!("cannot create the demo's cluster key: {e}"))?;
+    println!(
+        "The replicas run secured: their links are authenticated and encrypted with a cluster key made for this run ({}); a process without it cannot join.",
+        dir.join(KEY_FILE).display()
     );
 
     step(1, "Start three replicas", a.fast);

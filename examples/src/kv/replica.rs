@@ -192,6 +192,7 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
     let mut net = vsync_net::Config::new(a.id, listen, a.group.clone());
     net.seeds = a.seeds.clone();
     net.history = a.history.clone();
+    net.security = a.security()?;
     net.engine =
         vsync_core::Config::with_suspect_timeout(a.suspect_timeout_ms.saturating_mul(1000));
     let mut cfg = ReplicaConfig::new(net);

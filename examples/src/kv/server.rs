@@ -11,7 +11,9 @@
 //! command in flight; many connections are in flight at once, which is
 //! what lets the group batch them.
 //!
-//! Guarantees: no input closes anything but its own connection. An unknown
+//! Guarantees: no input closes anything but its own connection. At most
+//! [`ServerConfig::max_clients`] connections are served at once; one more is
+//! answered `-ERR max number of clients reached` and closed. An unknown
 //! command, wrong arity or bad option gets Redis' error and the connection
 //! goes on; a malformed frame gets `-ERR Protocol error: ...` and that
 //! connection is closed (the byte stream cannot be resynchronised, as in
@@ -33,6 +35,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// The default limit on client connections (Redis' `maxclients`).
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+
+/// The reply to a client over the limit (Redis' text).
+pub const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
+
 /// How the server behaves.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -47,6 +55,10 @@ pub struct ServerConfig {
     pub max_command_bytes: usize,
     /// How long shutdown waits for connections to finish their requests.
     pub drain_timeout: Duration,
+    /// At most this many client connections at once; a further one is
+    /// answered `-ERR max number of clients reached` and closed (as Redis
+    /// does with `maxclients`).
+    pub max_clients: usize,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +69,7 @@ impl Default for ServerConfig {
             max_batch: 1024,
             max_command_bytes: 256 * 1024,
             drain_timeout: Duration::from_secs(10),
+            max_clients: DEFAULT_MAX_CLIENTS,
         }
     }
 }
@@ -81,6 +94,9 @@ pub async fn serve<B: Backend>(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let drain = cfg.drain_timeout;
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_clients.max(1)));
+    let mut refused: u64 = 0;
+    let mut refused_logged: Option<Instant> = None;
     let ctx = Arc::new(Ctx {
         backend,
         cfg,
@@ -96,8 +112,24 @@ pub async fn serve<B: Backend>(
             _ = shutdown.changed() => {}
             accepted = listener.accept() => match accepted {
                 Ok((sock, peer)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        // Best effort, without waiting: the client may not
+                        // read it, and a full send buffer must not stall
+                        // the accept loop.
+                        let _ = sock.try_write(MAX_CLIENTS_REPLY);
+                        refused += 1;
+                        if refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            refused_logged = Some(Instant::now());
+                            tracing::warn!(%peer, refused, "max number of clients reached: refusing a connection");
+                        }
+                        continue;
+                    };
                     tracing::debug!(%peer, "RESP connection");
-                    conns.spawn(connection(sock, ctx.clone(), shutdown.clone()));
+                    let c = connection(sock, ctx.clone(), shutdown.clone());
+                    conns.spawn(async move {
+                        c.await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly.

@@ -60,6 +60,9 @@ fn try_spawn(id: u64, data: PathBuf, seeds: &[SocketAddr], extra: &[&str]) -> Re
     for s in seeds {
         cmd.args(["--seed", &s.to_string()]);
     }
+    if !extra.contains(&"--key") {
+        cmd.arg("--insecure");
+    }
     cmd.args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

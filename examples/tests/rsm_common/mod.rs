@@ -65,6 +65,7 @@ impl Node {
             .args(["--expect", &spec.expect.to_string()])
             .args(["--machine", spec.machine])
             .args(["--suspect-ms", "400"])
+            .arg("--insecure")
             .args(["--checkpoint-every", &spec.checkpoint_every.to_string()]);
         if !spec.seeds.is_empty() {
             let s: Vec<String> = spec.seeds.iter().map(|a| a.to_string()).collect();

@@ -3,7 +3,14 @@
 //! ```text
 //! vsync-node --node N [--listen 127.0.0.1:0] [--seed ADDR]... [--group G]
 //!            [--history FILE] [--suspect-ms MS] [--inc INC] [--found]
+//!            (--key FILE | --insecure)
+//! vsync-node --keygen FILE
 //! ```
+//!
+//! `--key FILE` makes the group closed (links authenticated and encrypted
+//! with the cluster key in FILE); `--insecure` runs without one (a warning
+//! is logged). One of them is required. `--keygen FILE` writes a new key
+//! file and exits.
 //!
 //! Prints `LISTEN <addr>` and `PID <pid>` once bound, then one line per
 //! event: `VIEW <view id> <pid>,<pid>,...`, `DELIVERED <total>` (at most
@@ -27,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use vsync_core::NodeId;
-use vsync_net::{Config, Event, Faults, Group, GroupHandle, NetError};
+use vsync_net::{Config, Event, Faults, Group, GroupHandle, Key, NetError, Security};
 
 #[derive(Debug)]
 struct Args {
@@ -39,13 +46,16 @@ struct Args {
     suspect_ms: u64,
     inc: Option<u64>,
     found: bool,
+    key: Option<PathBuf>,
+    insecure: bool,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("vsync-node: {msg}");
     eprintln!(
         "usage: vsync-node --node N [--listen ADDR] [--seed ADDR]... [--group G] \
-         [--history FILE] [--suspect-ms MS] [--inc INC] [--found]"
+         [--history FILE] [--suspect-ms MS] [--inc INC] [--found] (--key FILE | --insecure)\n\
+         \x20      vsync-node --keygen FILE"
     );
     std::process::exit(2)
 }
@@ -62,6 +72,8 @@ fn parse_args() -> Args {
         suspect_ms: 500,
         inc: None,
         found: false,
+        key: None,
+        insecure: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,11 +106,33 @@ fn parse_args() -> Args {
             }
             "--inc" => a.inc = Some(val("--inc").parse().unwrap_or_else(|_| usage("bad --inc"))),
             "--found" => a.found = true,
+            "--key" => a.key = Some(val("--key").into()),
+            "--insecure" => a.insecure = true,
+            "--keygen" => {
+                let path = val("--keygen");
+                match vsync_net::keygen(&path) {
+                    Ok(_) => {
+                        println!("wrote a new cluster key to {path}");
+                        std::process::exit(0)
+                    }
+                    Err(e) => {
+                        eprintln!("vsync-node: {e}");
+                        std::process::exit(1)
+                    }
+                }
+            }
             other => usage(&format!("unknown argument {other}")),
         }
     }
     if a.node == 0 {
         usage("--node is required (and not 0)");
+    }
+    match (&a.key, a.insecure) {
+        (None, false) => usage(
+            "give --key FILE (a cluster key, see --keygen) or --insecure (no authentication, no encryption)",
+        ),
+        (Some(_), true) => usage("--key and --insecure exclude each other"),
+        _ => {}
     }
     a
 }
@@ -115,6 +149,7 @@ fn config(
     seeds: Vec<SocketAddr>,
     inc: u64,
     faults: &Faults,
+    security: &Security,
 ) -> Config {
     let mut c = Config::new(a.node, listen, a.group.clone());
     c.incarnation = Some(inc);
@@ -122,6 +157,7 @@ fn config(
     c.history = a.history.clone();
     c.engine = vsync_core::Config::with_suspect_timeout(a.suspect_ms * 1000);
     c.faults = faults.clone();
+    c.security = security.clone();
     c
 }
 
@@ -145,9 +181,26 @@ async fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+    let security = match &args.key {
+        Some(path) => match Key::load(path) {
+            Ok(k) => Security::Key(k),
+            Err(e) => {
+                eprintln!("vsync-node: {e}");
+                std::process::exit(1)
+            }
+        },
+        None => Security::Insecure,
+    };
     let faults = Faults::new();
     let mut inc = args.inc.unwrap_or_else(now_ms);
-    let cfg = config(&args, args.listen, args.seeds.clone(), inc, &faults);
+    let cfg = config(
+        &args,
+        args.listen,
+        args.seeds.clone(),
+        inc,
+        &faults,
+        &security,
+    );
     let started = if args.found {
         Group::found(cfg).await
     } else {
@@ -247,7 +300,7 @@ async fn main() {
                     // Stop the old incarnation (it is finished) before the
                     // new one binds, in case it reuses the port.
                     handle.shutdown().await;
-                    handle = Group::join(config(&args, listen, seeds, inc, &faults))
+                    handle = Group::join(config(&args, listen, seeds, inc, &faults, &security))
                         .await
                         .unwrap_or_else(|e| fail(e));
                     events_open = true;

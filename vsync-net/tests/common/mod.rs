@@ -84,6 +84,8 @@ pub struct Spec {
     pub listen: String,
     /// Run inside this network namespace (`ip netns exec`).
     pub netns: Option<String>,
+    /// The cluster key file (`--key`); `None`: `--insecure`.
+    pub key: Option<PathBuf>,
 }
 
 impl Spec {
@@ -95,6 +97,7 @@ impl Spec {
             suspect_ms,
             listen: "127.0.0.1:0".into(),
             netns: None,
+            key: None,
         }
     }
 }
@@ -141,6 +144,10 @@ impl Proc {
         if spec.found {
             cmd.arg("--found");
         }
+        match &spec.key {
+            Some(k) => cmd.arg("--key").arg(k),
+            None => cmd.arg("--insecure"),
+        };
         let err = File::create(&stderr).expect("stderr file");
         cmd.env(
             "RUST_LOG",
@@ -295,6 +302,31 @@ impl Proc {
         self.gone = true;
     }
 
+    /// Everything the process logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until the log holds a line containing every one of `parts`;
+    /// panics (with the process's output) after `timeout`.
+    pub fn wait_for_log(&self, parts: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.log_text();
+            if let Some(l) = text.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return l.to_string();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "n{}: no log line with {parts:?} within {timeout:?}\n{}",
+                    self.node,
+                    self.dump()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The last lines of output and log, for a failure message.
     pub fn dump(&self) -> String {
         let lines = self.lines();
@@ -330,6 +362,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub procs: Vec<Proc>,
     pub suspect_ms: u64,
+    /// The cluster key file the members use (`None`: `--insecure`).
+    pub key: Option<PathBuf>,
     started: Instant,
 }
 
@@ -339,15 +373,35 @@ impl Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             procs: Vec::new(),
             suspect_ms,
+            key: None,
             started: Instant::now(),
         }
+    }
+
+    /// An empty cluster whose members use a new cluster key (written in
+    /// the cluster's directory as `cluster.key`).
+    pub fn empty_secured(suspect_ms: u64) -> Cluster {
+        let mut c = Cluster::empty(suspect_ms);
+        let path = c.dir.path().join("cluster.key");
+        vsync_net::keygen(&path).expect("keygen");
+        c.key = Some(path);
+        c
     }
 
     /// Founds a group of `n` nodes (1 founds, the others join through it)
     /// and waits until all are in one view.
     pub fn start(n: u64, suspect_ms: u64) -> Cluster {
-        let mut c = Cluster::empty(suspect_ms);
-        let mut spec = Spec::new(1, suspect_ms);
+        Cluster::start_in(Cluster::empty(suspect_ms), n)
+    }
+
+    /// [`Cluster::start`] with a cluster key.
+    pub fn start_secured(n: u64, suspect_ms: u64) -> Cluster {
+        Cluster::start_in(Cluster::empty_secured(suspect_ms), n)
+    }
+
+    fn start_in(mut c: Cluster, n: u64) -> Cluster {
+        let mut spec = Spec::new(1, c.suspect_ms);
+        spec.key = c.key.clone();
         spec.found = true;
         c.add(&spec);
         for node in 2..=n {
@@ -384,6 +438,7 @@ impl Cluster {
     pub fn join(&mut self, node: u64) -> &mut Proc {
         let mut spec = Spec::new(node, self.suspect_ms);
         spec.seeds = vec![self.node(1).addr()];
+        spec.key = self.key.clone();
         self.add(&spec)
     }
 

@@ -1,0 +1,162 @@
+//! vsync-kv as a closed group, on real processes: `keygen` writes a private
+//! key file; replicas started with `--key` form a cluster, a process with
+//! another key or none cannot join it; `node` refuses to start without
+//! `--key` or `--insecure`; `--max-clients` answers the client over the
+//! limit with Redis' error.
+
+mod kv_common;
+
+use kv_common::{spawn, wait_members, wait_until};
+use redis::Commands;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vsync-kv");
+
+fn keygen(path: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .arg("keygen")
+        .arg(path)
+        .output()
+        .expect("run vsync-kv keygen")
+}
+
+#[test]
+fn replicas_with_the_key_form_a_cluster_and_others_cannot_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    let out = keygen(&key);
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(text.trim().len(), 64);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Never overwritten.
+    let again = keygen(&key);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
+
+    let k = key.to_str().unwrap();
+    let n1 = spawn(1, dir.path().join("n1"), &[], &["--key", k]);
+    wait_members(&n1, 1);
+    let n2 = spawn(2, dir.path().join("n2"), &[n1.listen], &["--key", k]);
+    wait_members(&n1, 2);
+    wait_members(&n2, 2);
+    let _: () = n1.conn().set("secret", "kept").unwrap();
+    wait_until(Duration::from_secs(10), "the write on n2", || {
+        n2.conn().get::<_, Option<String>>("secret").unwrap() == Some("kept".into())
+    });
+
+    // Another key, and no key at all: both start, neither gets in.
+    let other = dir.path().join("other.key");
+    assert!(keygen(&other).status.success());
+    let n3 = spawn(
+        3,
+        dir.path().join("n3"),
+        &[n1.listen],
+        &["--key", other.to_str().unwrap()],
+    );
+    let n4 = spawn(4, dir.path().join("n4"), &[n1.listen], &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    for outsider in [&n3, &n4] {
+        assert_ne!(
+            outsider.info("member_count").as_deref(),
+            Some("3"),
+            "node {} got in",
+            outsider.id
+        );
+        let r: redis::RedisResult<()> = outsider.conn().set("secret", "stolen");
+        assert!(r.is_err(), "node {} took a write", outsider.id);
+    }
+    assert_eq!(n1.info("member_count").as_deref(), Some("2"));
+    assert_eq!(
+        n1.conn().get::<_, Option<String>>("secret").unwrap(),
+        Some("kept".into())
+    );
+}
+
+#[test]
+fn node_refuses_to_start_without_key_or_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .args([
+                "node",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--resp",
+                "127.0.0.1:0",
+                "--data",
+            ])
+            .arg(dir.path().join("d"))
+            .args(extra)
+            .output()
+            .expect("run vsync-kv node")
+    };
+    let out = run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--key FILE") && err.contains("--insecure"),
+        "{err}"
+    );
+    let missing = dir.path().join("nope.key");
+    let out = run(&["--key", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "not a key\n").unwrap();
+    let out = run(&["--key", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a cluster key"), "{err}");
+}
+
+#[test]
+fn max_clients_answers_the_client_over_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = spawn(1, dir.path().join("n1"), &[], &["--max-clients", "3"]);
+    wait_members(&n, 1);
+    // wait_members' connections are closed; their slots free shortly.
+    let ping = |s: &mut TcpStream| -> String {
+        s.write_all(b"PING\r\n").unwrap();
+        let mut b = [0u8; 128];
+        let k = s.read(&mut b).unwrap_or(0);
+        String::from_utf8_lossy(&b[..k]).into_owned()
+    };
+    let open = || {
+        let s = TcpStream::connect(n.resp).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    let mut held = Vec::new();
+    wait_until(Duration::from_secs(10), "3 clients served", || {
+        let mut s = open();
+        if ping(&mut s) == "+PONG\r\n" {
+            held.push(s);
+        }
+        held.len() == 3
+    });
+    let mut fourth = open();
+    let mut b = [0u8; 128];
+    let k = fourth.read(&mut b).unwrap();
+    assert_eq!(&b[..k], b"-ERR max number of clients reached\r\n");
+    assert_eq!(fourth.read(&mut b).unwrap_or(0), 0, "not closed");
+    for s in &mut held {
+        assert_eq!(ping(s), "+PONG\r\n");
+    }
+    // A slot freed is taken again.
+    held.pop();
+    wait_until(Duration::from_secs(10), "a freed slot", || {
+        ping(&mut open()) == "+PONG\r\n"
+    });
+}

@@ -396,6 +396,8 @@ struct Proc<'a> {
     removed: Vec<(u64, ViewId)>,
     /// Views named by `Left` events.
     left: Vec<ViewId>,
+    /// When the process left or was removed (record times).
+    ended_at: Vec<u64>,
     crashed: bool,
     /// A `Blocked` event after the last `Install` (or with no install): its
     /// time and view.
@@ -413,6 +415,7 @@ impl<'a> Proc<'a> {
             sends: Vec::new(),
             removed: Vec::new(),
             left: Vec::new(),
+            ended_at: Vec::new(),
             crashed: false,
             blocked_at_end: None,
         };
@@ -487,8 +490,14 @@ impl<'a> Proc<'a> {
                     last_group = Some(gi);
                 }
                 Event::Blocked { view } => p.blocked_at_end = Some((r.t, *view)),
-                Event::Removed { view } => p.removed.push((r.t, *view)),
-                Event::Left { view } => p.left.push(*view),
+                Event::Removed { view } => {
+                    p.removed.push((r.t, *view));
+                    p.ended_at.push(r.t);
+                }
+                Event::Left { view } => {
+                    p.left.push(*view);
+                    p.ended_at.push(r.t);
+                }
                 Event::Crash => p.crashed = true,
                 // A `Removed` record follows.
                 Event::Diverged { .. } => {}
@@ -1000,9 +1009,8 @@ fn lives_through(p: &Proc<'_>, v: ViewId) -> bool {
 fn total_order(a: &Analysis<'_>, policy: Policy) -> Vec<Violation> {
     let mut out = Out::new(Guarantee::TotalOrder);
     let mut tables: HashMap<Side, PosTable> = HashMap::default();
-    // Processes that live through each view first (and, per view, those
-    // with a side first), so that the tables hold their order wherever
-    // they delivered.
+    // Processes that live through each view first, so that the tables hold
+    // their order wherever they delivered.
     let mut order: Vec<(usize, &Proc<'_>, &Group<'_>, bool, Option<ViewId>)> = Vec::new();
     for (pi, p) in a.procs.iter().enumerate() {
         for g in &p.groups {
@@ -1010,44 +1018,8 @@ fn total_order(a: &Analysis<'_>, policy: Policy) -> Vec<Violation> {
             order.push((pi, p, g, lives_through(p, g.view), side));
         }
     }
-    order.sort_by_key(|(_, _, _, lives, side)| (!*lives, side.is_none()));
-    // Under the partitionable policy, the sides of each view seen so far.
-    let mut sides_of: HashMap<ViewId, Vec<ViewId>> = HashMap::default();
+    order.sort_by_key(|(_, _, _, lives, _)| !*lives);
     for &(pi, p, g, lives, side) in &order {
-        if let Some(s) = side {
-            let e = sides_of.entry(g.view).or_default();
-            if !e.contains(&s) {
-                e.push(s);
-            }
-        } else if policy == Policy::Partitionable {
-            // A process with no successor of the view delivered only what
-            // the view's sequencer ordered, which every side shares: it
-            // must agree with each side.
-            for s in sides_of.get(&g.view).map_or(&[][..], Vec::as_slice) {
-                let Some(t) = tables.get(&(g.view, Some(*s))) else {
-                    continue;
-                };
-                for d in g.ds.iter().filter(|d| d.mode.is_ordered()) {
-                    let excused = !lives && d.mode == Delivery::Total;
-                    if let Some(e) = t.get(d.pos)
-                        && e.msg != *d.msg
-                        && !e.excused
-                        && !excused
-                        && !out.full()
-                    {
-                        out.push(
-                            format!(
-                                "position {} of {}: {} delivered {} but {} (then in {}) delivered {}",
-                                d.pos, g.view, p.pid, d.msg, e.pid, s, e.msg
-                            ),
-                            vec![e.pid, p.pid],
-                            Some(g.view),
-                            Some(*d.msg),
-                        );
-                    }
-                }
-            }
-        }
         {
             let table = tables.entry((g.view, side)).or_default();
             let mut prev = 0u64;
@@ -1072,7 +1044,12 @@ fn total_order(a: &Analysis<'_>, policy: Policy) -> Vec<Violation> {
                 }
                 prev = prev.max(d.pos);
 
-                let excused = !lives && d.mode == Delivery::Total;
+                // Under the partitionable policy a process that does not
+                // live through the view may have delivered the tail of a
+                // flush on a side no one else went on with (a lone member
+                // that left, say): its order binds no one.
+                let excused =
+                    !lives && (d.mode == Delivery::Total || policy == Policy::Partitionable);
                 if let Some(e) = table.get(d.pos) {
                     if e.msg != *d.msg && !e.excused && !excused {
                         out.push(
@@ -1161,6 +1138,34 @@ fn total_order(a: &Analysis<'_>, policy: Policy) -> Vec<Violation> {
 
 fn safe_delivery(a: &Analysis<'_>, policy: Policy) -> Vec<Violation> {
     let mut out = Out::new(Guarantee::SafeDelivery);
+    // Under the partitionable policy, the safe deliveries of processes with
+    // no successor of the view bind every side, except those made in the
+    // step that ended the process (the tail of a flush on a side that no
+    // one went on with, like a lone member that left): a message delivered
+    // before that was stable, held by every member of the view, so every
+    // side's flush delivers it.
+    let mut unsided: Vec<(Pid, Group<'_>)> = Vec::new();
+    if policy == Policy::Partitionable {
+        for p in &a.procs {
+            for g in &p.groups {
+                if p.succ(g.view).is_some() {
+                    continue;
+                }
+                let ds: Vec<Deliv<'_>> =
+                    g.ds.iter()
+                        .filter(|d| d.mode == Delivery::Safe && !p.ended_at.contains(&d.t))
+                        .copied()
+                        .collect();
+                if !ds.is_empty() {
+                    unsided.push((p.pid, Group { view: g.view, ds }));
+                }
+            }
+        }
+    }
+    let mut unsided_of: HashMap<ViewId, Vec<(Pid, &Group<'_>)>> = HashMap::default();
+    for (pid, g) in &unsided {
+        unsided_of.entry(g.view).or_default().push((*pid, g));
+    }
     // Every process's deliveries in each view (and side).
     let mut deliverers: HashMap<Side, Vec<(Pid, &Group<'_>)>> = HashMap::default();
     for p in &a.procs {
@@ -1171,7 +1176,18 @@ fn safe_delivery(a: &Analysis<'_>, policy: Policy) -> Vec<Violation> {
                 .push((p.pid, g));
         }
     }
-    for ((v, side), survivors) in a.survivors(policy) {
+    let survivors = a.survivors(policy);
+    for (v, side) in survivors.keys() {
+        if side.is_some()
+            && let Some(extra) = unsided_of.get(v)
+        {
+            deliverers
+                .entry((*v, *side))
+                .or_default()
+                .extend(extra.iter().copied());
+        }
+    }
+    for ((v, side), survivors) in survivors {
         let Some(dl) = deliverers.get(&(v, side)) else {
             continue;
         };

@@ -125,6 +125,8 @@ fn main() -> ExitCode {
     let failed = AtomicU64::new(0);
     let first_fail = AtomicU64::new(u64::MAX);
     let ran = AtomicU64::new(0);
+    let forks = AtomicU64::new(0);
+    let diverged = AtomicU64::new(0);
     std::thread::scope(|s| {
         for _ in 0..args.threads {
             s.spawn(|| {
@@ -135,6 +137,8 @@ fn main() -> ExitCode {
                     }
                     let r = sim::run(seed, &args.opts);
                     let done = ran.fetch_add(1, Ordering::Relaxed) + 1;
+                    forks.fetch_add(r.forks, Ordering::Relaxed);
+                    diverged.fetch_add(r.diverged, Ordering::Relaxed);
                     if !r.violations.is_empty() {
                         failed.fetch_add(1, Ordering::Relaxed);
                         first_fail.fetch_min(seed, Ordering::Relaxed);
@@ -150,9 +154,11 @@ fn main() -> ExitCode {
     let ran = ran.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
     println!(
-        "ran {ran} seeds ({}..{end}), {failed} violated, in {:.1} s",
+        "ran {ran} seeds ({}..{end}), {failed} violated, in {:.1} s; {} forked views, {} processes lost a merge",
         args.start,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        forks.load(Ordering::Relaxed),
+        diverged.load(Ordering::Relaxed),
     );
     let first = first_fail.load(Ordering::Relaxed);
     if failed > 0 {

@@ -210,11 +210,11 @@ pub fn check_all(histories: &[History], opts: &CheckOptions) -> Vec<Violation> {
     let a = Analysis::new(histories);
     let mut out = Vec::new();
     out.extend(view_agreement(&a, opts.policy));
-    out.extend(same_set(&a));
+    out.extend(same_set(&a, opts.policy));
     out.extend(sender_in_view(&a));
     out.extend(forced_removal(&a, opts.liveness));
-    out.extend(total_order(&a));
-    out.extend(safe_delivery(&a));
+    out.extend(total_order(&a, opts.policy));
+    out.extend(safe_delivery(&a, opts.policy));
     out.extend(fifo_and_causal_order(&a));
     out.extend(integrity(&a));
     if opts.liveness {
@@ -248,10 +248,12 @@ pub fn check_fifo_and_causal_order(h: &[History]) -> Vec<Violation> {
 }
 
 /// Same set: for each view, the processes that installed it and a successor
-/// of it delivered the same set of messages in it.
+/// of it delivered the same set of messages in it. ([`check_all`] under
+/// [`Policy::Partitionable`] asks it per side: of the processes that
+/// installed the same successor.)
 #[must_use]
 pub fn check_same_set(h: &[History]) -> Vec<Violation> {
-    same_set(&Analysis::new(h))
+    same_set(&Analysis::new(h), Policy::PrimaryComponent)
 }
 
 /// Sender in view: every message delivered in view V was sent in V
@@ -278,17 +280,21 @@ pub fn check_forced_removal(h: &[History], strict: bool) -> Vec<Violation> {
 /// Total order: in each view, each process delivers positions 1, 2, 3, ...
 /// without gaps; the same position holds the same message at every process
 /// (crashed ones included), and a message never appears at two positions.
+/// ([`check_all`] under [`Policy::Partitionable`] asks it per side: each
+/// side's flush may order the end of the view its own way.)
 #[must_use]
 pub fn check_total_order(h: &[History]) -> Vec<Violation> {
-    total_order(&Analysis::new(h))
+    total_order(&Analysis::new(h), Policy::PrimaryComponent)
 }
 
 /// Safe (uniform) delivery: a message delivered in view V by any process,
 /// even one that later crashed or was removed, is delivered in V by every
-/// process that installed V and a successor of V.
+/// process that installed V and a successor of V. ([`check_all`] under
+/// [`Policy::Partitionable`] asks it per side: of the processes that
+/// installed the same successor.)
 #[must_use]
 pub fn check_safe_delivery(h: &[History]) -> Vec<Violation> {
-    safe_delivery(&Analysis::new(h))
+    safe_delivery(&Analysis::new(h), Policy::PrimaryComponent)
 }
 
 /// Integrity: no process delivers a message twice; every delivered message
@@ -390,6 +396,8 @@ struct Proc<'a> {
     removed: Vec<(u64, ViewId)>,
     /// Views named by `Left` events.
     left: Vec<ViewId>,
+    /// When the process left or was removed (record times).
+    ended_at: Vec<u64>,
     crashed: bool,
     /// A `Blocked` event after the last `Install` (or with no install): its
     /// time and view.
@@ -407,6 +415,7 @@ impl<'a> Proc<'a> {
             sends: Vec::new(),
             removed: Vec::new(),
             left: Vec::new(),
+            ended_at: Vec::new(),
             crashed: false,
             blocked_at_end: None,
         };
@@ -481,9 +490,17 @@ impl<'a> Proc<'a> {
                     last_group = Some(gi);
                 }
                 Event::Blocked { view } => p.blocked_at_end = Some((r.t, *view)),
-                Event::Removed { view } => p.removed.push((r.t, *view)),
-                Event::Left { view } => p.left.push(*view),
+                Event::Removed { view } => {
+                    p.removed.push((r.t, *view));
+                    p.ended_at.push(r.t);
+                }
+                Event::Left { view } => {
+                    p.left.push(*view);
+                    p.ended_at.push(r.t);
+                }
                 Event::Crash => p.crashed = true,
+                // A `Removed` record follows.
+                Event::Diverged { .. } => {}
             }
         }
         p
@@ -511,6 +528,21 @@ impl<'a> Proc<'a> {
     }
 }
 
+/// A view and, under the partitionable policy, the successor a process
+/// installed after it (`None`: no successor, or the primary-component
+/// policy, under which a view has one successor at most).
+type Side = (ViewId, Option<ViewId>);
+
+/// The side of `p` in view `v`: under [`Policy::Partitionable`] the
+/// guarantees of a view bind the processes that go on to the same next
+/// view (each side of a partition ends the view on its own).
+fn side_of(p: &Proc<'_>, v: ViewId, policy: Policy) -> Option<ViewId> {
+    match policy {
+        Policy::Partitionable => p.succ(v).map(|w| w.id),
+        Policy::PrimaryComponent => None,
+    }
+}
+
 struct Analysis<'a> {
     procs: Vec<Proc<'a>>,
     /// Each installed view as first seen (in history order), with the
@@ -535,16 +567,16 @@ impl<'a> Analysis<'a> {
         Analysis { procs, views }
     }
 
-    /// For each view, the processes that installed it and a successor of it,
-    /// in history order.
-    fn survivors(&self) -> BTreeMap<ViewId, Vec<&Proc<'a>>> {
-        let mut m: BTreeMap<ViewId, Vec<&Proc<'a>>> = BTreeMap::new();
+    /// For each view and side ([`side_of`]), the processes that installed
+    /// the view and a successor of it, in history order.
+    fn survivors(&self, policy: Policy) -> BTreeMap<Side, Vec<&Proc<'a>>> {
+        let mut m: BTreeMap<Side, Vec<&Proc<'a>>> = BTreeMap::new();
         for p in &self.procs {
             // Each process pushes at most once per view, and processes are
             // visited in order: each list is in history order.
             for (&v, &i) in &p.install_index {
                 if i.checked_add(1).is_some_and(|j| j < p.installs.len()) {
-                    m.entry(v).or_default().push(p);
+                    m.entry((v, side_of(p, v, policy))).or_default().push(p);
                 }
             }
         }
@@ -775,7 +807,7 @@ fn sorted_minus<'x>(a: &'x [MsgId], b: &'x [MsgId]) -> impl Iterator<Item = &'x 
     a.iter().filter(move |m| b.binary_search(m).is_err())
 }
 
-fn same_set(a: &Analysis<'_>) -> Vec<Violation> {
+fn same_set(a: &Analysis<'_>, policy: Policy) -> Vec<Violation> {
     let mut out = Out::new(Guarantee::SameSet);
     let empty = Group {
         view: ViewId {
@@ -784,7 +816,7 @@ fn same_set(a: &Analysis<'_>) -> Vec<Violation> {
         },
         ds: Vec::new(),
     };
-    for (v, procs) in a.survivors() {
+    for ((v, side), procs) in a.survivors(policy) {
         let Some((first, rest)) = procs.split_first() else {
             continue;
         };
@@ -806,10 +838,9 @@ fn same_set(a: &Analysis<'_>) -> Vec<Violation> {
                 } else {
                     (p.pid, first.pid)
                 };
+                let next = side.map_or_else(|| "a successor".to_string(), |s| format!("then {s}"));
                 out.push(
-                    format!(
-                        "{has} delivered {m} in {v} but {lacks} did not; both installed {v} and a successor"
-                    ),
+                    format!("{has} delivered {m} in {v} but {lacks} did not; both installed {v} and {next}"),
                     vec![has, lacks],
                     Some(v),
                     Some(m),
@@ -975,21 +1006,22 @@ fn lives_through(p: &Proc<'_>, v: ViewId) -> bool {
     p.succ(v).is_some() || (p.live() && p.last_view().is_some_and(|l| l.id == v))
 }
 
-fn total_order(a: &Analysis<'_>) -> Vec<Violation> {
+fn total_order(a: &Analysis<'_>, policy: Policy) -> Vec<Violation> {
     let mut out = Out::new(Guarantee::TotalOrder);
-    let mut tables: HashMap<ViewId, PosTable> = HashMap::default();
-    // Processes that live through each view first, so that the table holds
+    let mut tables: HashMap<Side, PosTable> = HashMap::default();
+    // Processes that live through each view first, so that the tables hold
     // their order wherever they delivered.
-    let mut order: Vec<(usize, &Proc<'_>, &Group<'_>, bool)> = Vec::new();
+    let mut order: Vec<(usize, &Proc<'_>, &Group<'_>, bool, Option<ViewId>)> = Vec::new();
     for (pi, p) in a.procs.iter().enumerate() {
         for g in &p.groups {
-            order.push((pi, p, g, lives_through(p, g.view)));
+            let side = side_of(p, g.view, policy);
+            order.push((pi, p, g, lives_through(p, g.view), side));
         }
     }
-    order.sort_by_key(|(_, _, _, lives)| !*lives);
-    for &(pi, p, g, lives) in &order {
+    order.sort_by_key(|(_, _, _, lives, _)| !*lives);
+    for &(pi, p, g, lives, side) in &order {
         {
-            let table = tables.entry(g.view).or_default();
+            let table = tables.entry((g.view, side)).or_default();
             let mut prev = 0u64;
             let mut gap_reported = false;
             // Total and safe messages only: FIFO and causal ones have no
@@ -1012,7 +1044,12 @@ fn total_order(a: &Analysis<'_>) -> Vec<Violation> {
                 }
                 prev = prev.max(d.pos);
 
-                let excused = !lives && d.mode == Delivery::Total;
+                // Under the partitionable policy a process that does not
+                // live through the view may have delivered the tail of a
+                // flush on a side no one else went on with (a lone member
+                // that left, say): its order binds no one.
+                let excused =
+                    !lives && (d.mode == Delivery::Total || policy == Policy::Partitionable);
                 if let Some(e) = table.get(d.pos) {
                     if e.msg != *d.msg && !e.excused && !excused {
                         out.push(
@@ -1069,7 +1106,7 @@ fn total_order(a: &Analysis<'_>) -> Vec<Violation> {
             if !lives_through(p, g.view) {
                 continue;
             }
-            let Some(table) = tables.get(&g.view) else {
+            let Some(table) = tables.get(&(g.view, side_of(p, g.view, policy))) else {
                 continue;
             };
             let mut prev = 0u64;
@@ -1099,17 +1136,59 @@ fn total_order(a: &Analysis<'_>) -> Vec<Violation> {
     out.v
 }
 
-fn safe_delivery(a: &Analysis<'_>) -> Vec<Violation> {
+fn safe_delivery(a: &Analysis<'_>, policy: Policy) -> Vec<Violation> {
     let mut out = Out::new(Guarantee::SafeDelivery);
-    // Every process's deliveries in each view.
-    let mut deliverers: HashMap<ViewId, Vec<(Pid, &Group<'_>)>> = HashMap::default();
-    for p in &a.procs {
-        for g in &p.groups {
-            deliverers.entry(g.view).or_default().push((p.pid, g));
+    // Under the partitionable policy, the safe deliveries of processes with
+    // no successor of the view bind every side, except those made in the
+    // step that ended the process (the tail of a flush on a side that no
+    // one went on with, like a lone member that left): a message delivered
+    // before that was stable, held by every member of the view, so every
+    // side's flush delivers it.
+    let mut unsided: Vec<(Pid, Group<'_>)> = Vec::new();
+    if policy == Policy::Partitionable {
+        for p in &a.procs {
+            for g in &p.groups {
+                if p.succ(g.view).is_some() {
+                    continue;
+                }
+                let ds: Vec<Deliv<'_>> =
+                    g.ds.iter()
+                        .filter(|d| d.mode == Delivery::Safe && !p.ended_at.contains(&d.t))
+                        .copied()
+                        .collect();
+                if !ds.is_empty() {
+                    unsided.push((p.pid, Group { view: g.view, ds }));
+                }
+            }
         }
     }
-    for (v, survivors) in a.survivors() {
-        let Some(dl) = deliverers.get(&v) else {
+    let mut unsided_of: HashMap<ViewId, Vec<(Pid, &Group<'_>)>> = HashMap::default();
+    for (pid, g) in &unsided {
+        unsided_of.entry(g.view).or_default().push((*pid, g));
+    }
+    // Every process's deliveries in each view (and side).
+    let mut deliverers: HashMap<Side, Vec<(Pid, &Group<'_>)>> = HashMap::default();
+    for p in &a.procs {
+        for g in &p.groups {
+            deliverers
+                .entry((g.view, side_of(p, g.view, policy)))
+                .or_default()
+                .push((p.pid, g));
+        }
+    }
+    let survivors = a.survivors(policy);
+    for (v, side) in survivors.keys() {
+        if side.is_some()
+            && let Some(extra) = unsided_of.get(v)
+        {
+            deliverers
+                .entry((*v, *side))
+                .or_default()
+                .extend(extra.iter().copied());
+        }
+    }
+    for ((v, side), survivors) in survivors {
+        let Some(dl) = deliverers.get(&(v, side)) else {
             continue;
         };
         let Some(longest) = dl

@@ -41,6 +41,14 @@ pub struct Config {
     pub max_message_bytes: u64,
     /// What a group does when it splits.
     pub policy: Policy,
+    /// Partitionable policy: how often the acting coordinator of each side
+    /// probes for other sides of a healed partition, so that they merge.
+    #[serde(default = "default_merge_interval")]
+    pub merge_interval: u64,
+}
+
+fn default_merge_interval() -> u64 {
+    1_000_000
 }
 
 impl Default for Config {
@@ -59,6 +67,7 @@ impl Default for Config {
             window_bytes: 4 << 20,
             max_message_bytes: 16 << 20,
             policy: Policy::PrimaryComponent,
+            merge_interval: default_merge_interval(),
         }
     }
 }
@@ -77,7 +86,8 @@ impl Config {
     }
 
     /// A configuration scaled to a suspicion timeout: heartbeats at a fifth
-    /// of it, ticks at a twentieth (at least 1 ms), resends at a tenth.
+    /// of it, ticks at a twentieth (at least 1 ms), resends at a tenth,
+    /// merge probes at twice it.
     pub fn with_suspect_timeout(suspect_timeout: u64) -> Self {
         let st = suspect_timeout.max(1_000);
         Config {
@@ -86,6 +96,7 @@ impl Config {
             suspect_timeout: st,
             flush_timeout: st,
             resend_interval: (st / 10).max(1_000),
+            merge_interval: 2 * st,
             ..Config::default()
         }
     }

@@ -68,6 +68,19 @@ pub enum Event {
         /// The last view it was a member of.
         view: ViewId,
     },
+    /// Partitionable policy: the process's side lost the merge after a
+    /// partition healed; its history since `split` is discarded and it
+    /// rejoins the winner as a new incarnation (a `Removed` record follows).
+    Diverged {
+        /// Its last view (the losing side's).
+        view: ViewId,
+        /// Its last view that also held a node of the winning side, if
+        /// remembered: where the two histories part.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        split: Option<ViewId>,
+        /// The winning side's view.
+        winner: ViewId,
+    },
     /// The process crashed (recorded by the simulator or a test harness; a
     /// real process cannot record its own kill -9).
     Crash,

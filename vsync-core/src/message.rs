@@ -216,6 +216,20 @@ pub enum Message {
         /// The sender's current view.
         view: ViewId,
     },
+    /// Partitionable policy: the acting coordinator of one side looks for
+    /// other sides of a healed partition (sent to the processes its side
+    /// lost and to the seeds).
+    MergeProbe {
+        /// The sender's current view.
+        view: View,
+    },
+    /// Partitionable policy: the receiver's side lost the merge to the
+    /// sender's side (see the merge rule in the engine's `merge` module);
+    /// relayed by the losers to the rest of their side.
+    MergeAway {
+        /// The winning side's view.
+        winner: View,
+    },
 }
 
 impl Message {
@@ -240,6 +254,8 @@ impl Message {
             Message::InstallAck { .. } => "install-ack",
             Message::Probe { .. } => "probe",
             Message::NotMember { .. } => "not-member",
+            Message::MergeProbe { .. } => "merge-probe",
+            Message::MergeAway { .. } => "merge-away",
         }
     }
 }

@@ -393,7 +393,7 @@ fn odd_histories_never_panic_and_still_draw_valid_svg() {
                 sender: pid(&mut rng),
                 seq: rng.random_range(0..5),
             };
-            let event = match rng.random_range(0..9) {
+            let event = match rng.random_range(0..10) {
                 0 => Event::Start,
                 1 => Event::Install {
                     view: v.clone(),
@@ -413,6 +413,11 @@ fn odd_histories_never_panic_and_still_draw_valid_svg() {
                 5 => Event::Blocked { view: v.id },
                 6 => Event::Removed { view: v.id },
                 7 => Event::Left { view: v.id },
+                8 => Event::Diverged {
+                    view: v.id,
+                    split: rng.random_bool(0.5).then_some(v.id),
+                    winner: v.id,
+                },
                 _ => Event::Crash,
             };
             let t = match rng.random_range(0..20) {

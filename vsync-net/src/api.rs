@@ -159,6 +159,24 @@ pub enum Event {
         /// The view that admitted this process.
         view: ViewId,
     },
+    /// Partitionable policy: this process's side of a partition lost the
+    /// merge after the heal. Its history since `split` is discarded;
+    /// [`Event::Removed`] follows, and the process should rejoin as a new
+    /// incarnation through `winner_addrs` (added to its seeds) and take the
+    /// winner's state by transfer. Look at the application state now if it
+    /// must report or keep what is lost.
+    Diverged {
+        /// The losing side's view (this process's last view).
+        view: ViewId,
+        /// This process's last view that also held a node of the winning
+        /// side (where the histories part), if it still remembers it.
+        split: Option<ViewId>,
+        /// The winning side's view.
+        winner: View,
+        /// The listen addresses of the winner's members that this process
+        /// knows.
+        winner_addrs: Vec<SocketAddr>,
+    },
     /// This process was removed after `view`. The stream ends after it; run
     /// a new [`Group`] (a new incarnation) to rejoin.
     Removed {

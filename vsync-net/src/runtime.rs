@@ -572,6 +572,15 @@ impl Runtime {
                     }),
                     AppEvent::Blocked { view } => Some(HistEvent::Blocked { view: *view }),
                     AppEvent::Removed { view } => Some(HistEvent::Removed { view: *view }),
+                    AppEvent::Diverged {
+                        view,
+                        split,
+                        winner,
+                    } => Some(HistEvent::Diverged {
+                        view: *view,
+                        split: *split,
+                        winner: winner.id,
+                    }),
                     AppEvent::Left { view } => Some(HistEvent::Left { view: *view }),
                     AppEvent::Flushing { .. }
                     | AppEvent::SendState { .. }
@@ -639,6 +648,29 @@ impl Runtime {
             }
             AppEvent::SendState { joiner, view } => Event::SendState { joiner, view },
             AppEvent::AwaitState { donor, view } => Event::AwaitState { donor, view },
+            AppEvent::Diverged {
+                view,
+                split,
+                winner,
+            } => {
+                let winner_addrs: Vec<std::net::SocketAddr> = winner
+                    .members
+                    .iter()
+                    .filter_map(|p| self.router.addr_of(*p))
+                    .collect();
+                tracing::warn!(
+                    %view,
+                    split = %split.map_or_else(|| "unknown".to_string(), |s| s.to_string()),
+                    %winner,
+                    "this side of the partition lost the merge: its history since the split is discarded; rejoining the winner"
+                );
+                Event::Diverged {
+                    view,
+                    split,
+                    winner,
+                    winner_addrs,
+                }
+            }
             AppEvent::Removed { view } => {
                 tracing::warn!(%view, "removed from the group");
                 self.state.set(REMOVED);

@@ -838,6 +838,8 @@ impl Engine {
         });
         if proposal.view.contains(self.pid) {
             self.view_transfers = proposal.transfers.clone();
+            let prev = self.vs.as_ref().map(|v| v.view.clone());
+            self.merge_note_install(prev.as_ref(), &proposal.leavers, &proposal.view);
             self.install(proposal.view, false, &proposal.transfers);
         } else if proposal.leavers.contains(&self.pid) {
             self.phase = Phase::Left;
@@ -853,6 +855,7 @@ impl Engine {
         if self.phase == Phase::Joining && view.contains(self.pid) {
             let id = view.id;
             self.view_transfers = transfers.clone();
+            self.merge_note_install(None, &[], &view);
             self.install(view, true, &transfers);
             self.send(from, Message::InstallAck { new: id });
         } else if self.current_view_id() == Some(view.id) {

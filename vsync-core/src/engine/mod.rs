@@ -26,6 +26,7 @@
 mod flush;
 mod log;
 mod membership;
+mod merge;
 mod ordering;
 mod stability;
 mod unordered;
@@ -130,6 +131,23 @@ pub enum AppEvent {
         /// Its last view.
         view: ViewId,
     },
+    /// Partitionable policy: this process's side of a partition lost the
+    /// merge after the heal. Its history since `split` is discarded: it is
+    /// removed ([`AppEvent::Removed`] follows at once) and must rejoin the
+    /// `winner` as a new incarnation, taking the winner's state by transfer.
+    /// An application that wants to keep or report what it is about to lose
+    /// looks at its state now, before it rejoins.
+    Diverged {
+        /// The losing side's current view (this process's last view).
+        view: ViewId,
+        /// The last view of this process that also held a node of the
+        /// winning side: everything delivered after that view's start may
+        /// differ from the winner's history. `None` if it is older than the
+        /// views this process remembers.
+        split: Option<ViewId>,
+        /// The winning side's view, as the winner announced it.
+        winner: View,
+    },
     /// This process left the group cleanly after `view`.
     Left {
         /// Its last view.
@@ -182,6 +200,10 @@ pub struct Mutations {
     /// Causal messages are delivered without waiting for their
     /// dependencies (breaks causal order).
     pub causal_ignores_deps: bool,
+    /// The losing side of a partition merge ignores the winner's notice
+    /// (breaks liveness under the partitionable policy: the sides never
+    /// become one view again).
+    pub merge_never: bool,
 }
 
 /// The protocol state machine of one process. See the module docs.
@@ -222,6 +244,7 @@ pub struct Engine {
     part: Participant,
     prop: Option<Proposer>,
     followup: Option<flush::Followup>,
+    merge: merge::MergeState,
     stats: Stats,
 }
 
@@ -274,6 +297,7 @@ impl Engine {
             part: Participant::default(),
             prop: None,
             followup: None,
+            merge: merge::MergeState::default(),
             stats: Stats::default(),
         }
     }
@@ -350,6 +374,7 @@ impl Engine {
             },
             members: vec![self.pid],
         };
+        self.merge_note_install(None, &[], &view);
         self.install(view, true, &[]);
         self.next_tick = now + self.config.tick;
     }
@@ -487,6 +512,8 @@ impl Engine {
             Message::InstallAck { new } => self.on_install_ack(from, new),
             Message::Probe { view } => self.on_probe(from, view),
             Message::NotMember { view } => self.on_not_member(from, view),
+            Message::MergeProbe { view } => self.on_merge_probe(from, view),
+            Message::MergeAway { winner } => self.on_merge_away(from, winner),
         }
     }
 
@@ -936,6 +963,7 @@ impl Engine {
                 }
                 self.flush_tick();
                 self.probe_if_blocked();
+                self.merge_tick();
                 if !self.is_flushing() {
                     // Requests that arrived during the last flush.
                     self.maybe_start_flush();
@@ -990,3 +1018,4 @@ impl Engine {
 
 /// The partition policies, re-exported for convenience.
 pub use crate::checker::Policy as PartitionPolicy;
+pub use merge::beats as merge_beats;

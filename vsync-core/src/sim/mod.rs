@@ -72,6 +72,10 @@ pub struct SimResult {
     pub deliveries: u64,
     /// Views installed, summed over processes.
     pub installs: u64,
+    /// Processes whose side lost a partition merge (partitionable policy).
+    pub diverged: u64,
+    /// Views that more than one successor followed (concurrent sides).
+    pub forks: u64,
     /// Virtual time at the end, microseconds.
     pub end: u64,
 }
@@ -83,6 +87,7 @@ enum Ev {
     Multicast { node: u64 },
     Fault,
     HealLinks { links: Vec<(u64, u64)> },
+    CutLinks { links: Vec<(u64, u64)> },
     Resume { node: u64 },
     Restart { node: u64 },
     Join { node: u64 },
@@ -169,6 +174,8 @@ pub fn run(seed: u64, opts: &SimOptions) -> SimResult {
     }
     let deliveries = count(&sim.histories, |e| matches!(e, Event::Deliver { .. }));
     let installs = count(&sim.histories, |e| matches!(e, Event::Install { .. }));
+    let diverged = count(&sim.histories, |e| matches!(e, Event::Diverged { .. }));
+    let forks = count_forks(&sim.histories);
     SimResult {
         seed,
         profile,
@@ -178,8 +185,27 @@ pub fn run(seed: u64, opts: &SimOptions) -> SimResult {
         messages: sim.messages,
         deliveries,
         installs,
+        diverged,
+        forks,
         end: sim.now,
     }
+}
+
+/// Views with more than one distinct successor across the histories.
+fn count_forks(h: &[History]) -> u64 {
+    let mut succ: HashMap<ViewId, BTreeSet<ViewId>> = HashMap::new();
+    for hist in h {
+        let mut prev: Option<ViewId> = None;
+        for r in &hist.records {
+            if let Event::Install { view, .. } = &r.event {
+                if let Some(p) = prev {
+                    succ.entry(p).or_default().insert(view.id);
+                }
+                prev = Some(view.id);
+            }
+        }
+    }
+    succ.values().filter(|s| s.len() > 1).count() as u64
 }
 
 fn count(h: &[History], f: impl Fn(&Event) -> bool) -> u64 {
@@ -338,6 +364,23 @@ impl Sim {
             AppEvent::Blocked { view } => {
                 self.log(|| format!("{pid} blocked in {view}"));
                 Some(Event::Blocked { view })
+            }
+            AppEvent::Diverged {
+                view,
+                split,
+                winner,
+            } => {
+                self.log(|| {
+                    format!(
+                        "{pid} lost the merge: {view} gives way to {winner}, split at {}",
+                        split.map_or("?".into(), |s| s.to_string())
+                    )
+                });
+                Some(Event::Diverged {
+                    view,
+                    split,
+                    winner: winner.id,
+                })
             }
             AppEvent::Removed { view } => {
                 self.log(|| format!("{pid} removed after {view}"));
@@ -543,6 +586,13 @@ impl Sim {
                 }
                 self.log(|| "links healed".to_string());
             }
+            Ev::CutLinks { links } => {
+                // A flapping link: never into the quiet phase.
+                if self.now < self.quiet_start() {
+                    self.log(|| format!("links cut again: {links:?}"));
+                    self.blocked_links.extend(links);
+                }
+            }
             Ev::Resume { node } => {
                 self.log(|| format!("n{node} resumes"));
             }
@@ -673,6 +723,7 @@ impl Sim {
             (pr.crashes, 3),
             (pr.joins, 4),
             (pr.leaves, 5),
+            (pr.flapping, 6),
         ] {
             if on {
                 kinds.push(k);
@@ -695,19 +746,21 @@ impl Sim {
         let heal_at = now + self.rng.random_range(st / 2..6 * st);
         match kind {
             0 => {
-                let side: Vec<u64> = nodes
+                // Two or three sides (any of them may be empty).
+                let k = self.rng.random_range(2..=3u64);
+                let side_of: Vec<(u64, u64)> = nodes
                     .iter()
-                    .copied()
-                    .filter(|_| self.rng.random_bool(0.4))
+                    .map(|n| (*n, self.rng.random_range(0..k)))
                     .collect();
                 let mut links = Vec::new();
-                for a in &side {
-                    for b in nodes.iter().filter(|b| !side.contains(b)) {
-                        links.push((*a, *b));
-                        links.push((*b, *a));
+                for (a, sa) in &side_of {
+                    for (b, sb) in &side_of {
+                        if sa != sb {
+                            links.push((*a, *b));
+                        }
                     }
                 }
-                self.log(|| format!("partition {side:?} | rest"));
+                self.log(|| format!("partition into {k} sides: {side_of:?}"));
                 self.blocked_links.extend(links.iter().copied());
                 self.schedule(heal_at, Ev::HealLinks { links });
             }
@@ -745,6 +798,42 @@ impl Sim {
                     self.log(|| format!("n{pick} crashes"));
                     self.schedule_restart(idx);
                 }
+            }
+            6 => {
+                // A flapping link (or a flapping one-node partition): cut
+                // and healed several times, at intervals around the
+                // suspicion timeout.
+                let other = nodes[self.rng.random_range(0..nodes.len())];
+                let links: Vec<(u64, u64)> = if other != pick {
+                    vec![(pick, other), (other, pick)]
+                } else {
+                    nodes
+                        .iter()
+                        .filter(|n| **n != pick)
+                        .flat_map(|n| [(pick, *n), (*n, pick)])
+                        .collect()
+                };
+                self.log(|| format!("flapping links {links:?}"));
+                self.blocked_links.extend(links.iter().copied());
+                let mut t = now;
+                for _ in 0..self.rng.random_range(2..6) {
+                    t += self.rng.random_range(st / 4..2 * st);
+                    self.schedule(
+                        t,
+                        Ev::HealLinks {
+                            links: links.clone(),
+                        },
+                    );
+                    t += self.rng.random_range(st / 4..2 * st);
+                    self.schedule(
+                        t,
+                        Ev::CutLinks {
+                            links: links.clone(),
+                        },
+                    );
+                }
+                t += self.rng.random_range(st / 4..2 * st);
+                self.schedule(t, Ev::HealLinks { links });
             }
             4 => {
                 if self.next_node <= self.max_nodes {

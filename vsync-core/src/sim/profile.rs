@@ -38,6 +38,9 @@ pub struct Profile {
     pub joins: bool,
     /// Members leave cleanly.
     pub leaves: bool,
+    /// Links that are cut and healed several times in a row.
+    #[serde(default)]
+    pub flapping: bool,
     /// Multicasts per member per second of virtual time.
     pub rate: u64,
     /// Length of the chaos phase, microseconds.
@@ -57,7 +60,7 @@ impl Profile {
         let suspect_timeout = *[100_000u64, 200_000, 500_000]
             .get(rng.random_range(0..3))
             .unwrap_or(&200_000);
-        Profile {
+        let mut p = Profile {
             size,
             loss: if lossy {
                 rng.random_range(0.0..0.3)
@@ -84,6 +87,7 @@ impl Profile {
             crashes: rng.random_bool(0.5),
             joins: rng.random_bool(0.5),
             leaves: rng.random_bool(0.3),
+            flapping: false,
             rate: *[20u64, 200, 1000]
                 .get(rng.random_range(0..3))
                 .unwrap_or(&200),
@@ -101,6 +105,9 @@ impl Profile {
                     m
                 }
             },
-        }
+        };
+        // Drawn last, so that the draws above are those of earlier versions.
+        p.flapping = rng.random_bool(0.25);
+        p
     }
 }

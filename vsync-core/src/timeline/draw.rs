@@ -665,7 +665,9 @@ fn binned(model: &Model, marks: &Marks, g: &Geometry) -> Group {
             }
             let sends = b.sends.get(li * b.slices + s).copied().unwrap_or(0);
             let t0 = model.from.saturating_add((slice_us * s as f64) as u64);
-            let t1 = model.from.saturating_add((slice_us * (s + 1) as f64) as u64);
+            let t1 = model
+                .from
+                .saturating_add((slice_us * (s + 1) as f64) as u64);
             let mut tip = format!(
                 "{} from {} to {}: {total} deliveries (",
                 model.lanes[li].pid,

@@ -15,6 +15,8 @@ pub struct Net {
     pub dead: Vec<bool>,
     /// The largest message sent so far, postcard-encoded, in bytes.
     pub max_msg_bytes: usize,
+    /// Cut links, as (from node, to node): their messages are dropped.
+    pub cut: Vec<(u64, u64)>,
 }
 
 impl Net {
@@ -26,6 +28,7 @@ impl Net {
             now: 0,
             dead: Vec::new(),
             max_msg_bytes: 0,
+            cut: Vec::new(),
         }
     }
 
@@ -34,7 +37,12 @@ impl Net {
     }
 
     pub fn add_with(&mut self, node: u64, found: bool, config: Config) -> usize {
-        let mut e = Engine::new(Pid::new(node, 1), config);
+        self.add_pid(Pid::new(node, 1), found, config)
+    }
+
+    /// Adds a process (any incarnation) that founds a group or joins.
+    pub fn add_pid(&mut self, pid: Pid, found: bool, config: Config) -> usize {
+        let mut e = Engine::new(pid, config);
         if found {
             e.found(self.now)
         } else {
@@ -78,6 +86,17 @@ impl Net {
         }
     }
 
+    /// Cuts every link between the nodes of `a` and those of `b`, both
+    /// ways.
+    pub fn partition(&mut self, a: &[u64], b: &[u64]) {
+        for x in a {
+            for y in b {
+                self.cut.push((*x, *y));
+                self.cut.push((*y, *x));
+            }
+        }
+    }
+
     /// Runs the network for `micros` of virtual time.
     pub fn run(&mut self, micros: u64) {
         let end = self.now + micros;
@@ -87,6 +106,9 @@ impl Net {
                 let Some((_, from, to, msg)) = self.inbox.pop_front() else {
                     break;
                 };
+                if self.cut.contains(&(from.node.0, to.node.0)) {
+                    continue;
+                }
                 if let Some(i) = self.engines.iter().position(|e| e.pid() == to)
                     && !self.dead[i]
                 {

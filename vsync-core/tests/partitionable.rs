@@ -1,0 +1,256 @@
+//! The partitionable policy: both sides of a partition go on, the checker
+//! holds every guarantee per side, and after the heal the sides merge into
+//! one view by the documented rule, the losers told what they lose.
+
+mod common;
+
+use bytes::Bytes;
+use common::Net;
+use vsync_core::checker::{Guarantee, Policy};
+use vsync_core::engine::Mutations;
+use vsync_core::sim::{self, SimOptions};
+use vsync_core::{AppEvent, Config, Pid, View};
+
+fn partitionable() -> Config {
+    let mut c = Config::with_suspect_timeout(100_000);
+    c.policy = Policy::Partitionable;
+    c
+}
+
+fn views(evs: &[AppEvent]) -> Vec<View> {
+    evs.iter()
+        .filter_map(|e| match e {
+            AppEvent::View { view, .. } => Some(view.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn payloads_of(evs: &[AppEvent]) -> Vec<Bytes> {
+    common::delivered(evs)
+}
+
+/// Five members split 2|3 by hand: both sides install their own views and
+/// deliver their own multicasts; after the heal the 3-side wins, the
+/// 2-side is told (with the view where the histories parted) and removed,
+/// its new incarnations rejoin, and the group is one view of five again.
+#[test]
+fn a_split_group_goes_on_on_both_sides_then_merges_into_the_larger_side() {
+    let mut net = Net::new();
+    net.add_with(1, true, partitionable());
+    for n in 2..=5 {
+        net.add_with(n, false, partitionable());
+        net.run(300_000);
+    }
+    let whole = net.engines[0].view().cloned().expect("a view");
+    assert_eq!(whole.members.len(), 5, "{whole}");
+
+    net.partition(&[1, 2], &[3, 4, 5]);
+    net.run(600_000);
+    let small = net.engines[0].view().cloned().expect("the 2-side's view");
+    let big = net.engines[2].view().cloned().expect("the 3-side's view");
+    assert_eq!(small.members, vec![Pid::new(1, 1), Pid::new(2, 1)]);
+    assert_eq!(
+        big.members,
+        vec![Pid::new(3, 1), Pid::new(4, 1), Pid::new(5, 1)]
+    );
+    assert_ne!(
+        small.id, big.id,
+        "concurrent sides must install distinct views"
+    );
+
+    // Both sides accept and deliver writes during the split.
+    net.engines[0]
+        .multicast(net.now, Bytes::from_static(b"small-side write"))
+        .expect("the 2-side accepts");
+    net.engines[3]
+        .multicast(net.now, Bytes::from_static(b"big-side write"))
+        .expect("the 3-side accepts");
+    net.run(300_000);
+    assert!(payloads_of(&net.events[1]).contains(&Bytes::from_static(b"small-side write")));
+    assert!(payloads_of(&net.events[4]).contains(&Bytes::from_static(b"big-side write")));
+    assert!(!payloads_of(&net.events[4]).contains(&Bytes::from_static(b"small-side write")));
+
+    // Heal: the probes find the other side; the smaller side loses.
+    net.cut.clear();
+    net.run(2_000_000);
+    for i in [0, 1] {
+        let d = net.events[i].iter().find_map(|e| match e {
+            AppEvent::Diverged {
+                view,
+                split,
+                winner,
+            } => Some((*view, *split, winner.clone())),
+            _ => None,
+        });
+        let (view, split, winner) = d.expect("the 2-side is told it lost the merge");
+        assert_eq!(view, small.id);
+        assert_eq!(
+            split,
+            Some(whole.id),
+            "the histories part after the 5-member view"
+        );
+        assert_eq!(winner.members, big.members);
+        assert!(
+            matches!(net.events[i].last(), Some(AppEvent::Removed { .. })),
+            "the loser is removed right after: {:?}",
+            net.events[i].last()
+        );
+    }
+    for i in 2..5 {
+        assert!(
+            !net.events[i]
+                .iter()
+                .any(|e| matches!(e, AppEvent::Diverged { .. } | AppEvent::Removed { .. })),
+            "the winning side keeps its history"
+        );
+    }
+
+    // The losers rejoin as new incarnations and the group is whole again.
+    net.add_pid(Pid::new(1, 2), false, partitionable());
+    net.add_pid(Pid::new(2, 2), false, partitionable());
+    net.run(1_500_000);
+    let last = views(&net.events[2]).pop().expect("a view");
+    assert_eq!(last.members.len(), 5, "{last}");
+    assert!(last.contains(Pid::new(1, 2)) && last.contains(Pid::new(2, 2)));
+    assert_eq!(net.engines[5].view().map(|v| v.id), Some(last.id));
+}
+
+/// Under the primary-component policy the same split never diverges: the
+/// 2-side blocks and delivers nothing of its own.
+#[test]
+fn the_same_split_under_the_primary_component_blocks_the_minority() {
+    let mut net = Net::new();
+    let cfg = Config::with_suspect_timeout(100_000);
+    net.add_with(1, true, cfg.clone());
+    for n in 2..=5 {
+        net.add_with(n, false, cfg.clone());
+        net.run(300_000);
+    }
+    net.partition(&[1, 2], &[3, 4, 5]);
+    net.run(600_000);
+    assert!(net.engines[0].is_blocked() && net.engines[1].is_blocked());
+    let _ = net.engines[0].multicast(net.now, Bytes::from_static(b"minority write"));
+    net.run(300_000);
+    assert!(!payloads_of(&net.events[1]).contains(&Bytes::from_static(b"minority write")));
+    net.cut.clear();
+    net.run(2_000_000);
+    assert!(
+        !net.events[0]
+            .iter()
+            .any(|e| matches!(e, AppEvent::Diverged { .. })),
+        "nothing to discard under the primary component"
+    );
+}
+
+fn run_partitionable(seeds: std::ops::Range<u64>) -> (u64, u64) {
+    let (mut forks, mut diverged) = (0, 0);
+    for seed in seeds {
+        let opts = SimOptions {
+            size: Some((seed % 7) as usize + 1),
+            policy: Some(Policy::Partitionable),
+            ..SimOptions::default()
+        };
+        let r = sim::run(seed, &opts);
+        assert!(
+            r.violations.is_empty(),
+            "seed {seed} violated: {}\nreplay: cargo run --release -p vsync-core --example sim -- --seed {seed} --size {} --policy partitionable --trace",
+            r.violations[0],
+            (seed % 7) + 1
+        );
+        forks += r.forks;
+        diverged += r.diverged;
+    }
+    (forks, diverged)
+}
+
+/// Seeds with partitions of every shape (two and three sides, one-way and
+/// flapping links): every guarantee per side, one view at the end.
+#[test]
+fn partitionable_seeds_0_to_150() {
+    let (forks, diverged) = run_partitionable(0..150);
+    // The runs must actually split and merge, or they prove nothing.
+    assert!(
+        forks > 10 && diverged > 10,
+        "forks {forks}, diverged {diverged}"
+    );
+}
+
+#[test]
+fn partitionable_seeds_150_to_300() {
+    let (forks, diverged) = run_partitionable(150..300);
+    assert!(
+        forks > 10 && diverged > 10,
+        "forks {forks}, diverged {diverged}"
+    );
+}
+
+fn mutated(m: Mutations, max: u64) -> Vec<Guarantee> {
+    for seed in 0..max {
+        let opts = SimOptions {
+            size: Some(3 + (seed % 5) as usize),
+            mutations: m.clone(),
+            policy: Some(Policy::Partitionable),
+            ..SimOptions::default()
+        };
+        let r = sim::run(seed, &opts);
+        if !r.violations.is_empty() {
+            return r.violations.iter().map(|v| v.guarantee).collect();
+        }
+    }
+    Vec::new()
+}
+
+#[test]
+fn checker_catches_sides_that_never_merge() {
+    let found = mutated(
+        Mutations {
+            merge_never: true,
+            ..Mutations::default()
+        },
+        300,
+    );
+    assert!(
+        found.contains(&Guarantee::Liveness),
+        "sides that never merge went unnoticed: {found:?}"
+    );
+}
+
+#[test]
+fn checker_catches_unstable_delivery_on_one_side() {
+    let found = mutated(
+        Mutations {
+            deliver_unstable: true,
+            ..Mutations::default()
+        },
+        300,
+    );
+    assert!(
+        found.iter().any(|g| matches!(
+            g,
+            Guarantee::SafeDelivery | Guarantee::SameSet | Guarantee::TotalOrder
+        )),
+        "unstable delivery went unnoticed under the partitionable policy: {found:?}"
+    );
+}
+
+#[test]
+fn checker_catches_a_side_whose_flush_forgets_messages() {
+    let found = mutated(
+        Mutations {
+            flush_drops_unordered: true,
+            ..Mutations::default()
+        },
+        300,
+    );
+    assert!(
+        found.iter().any(|g| matches!(
+            g,
+            Guarantee::Integrity
+                | Guarantee::SameSet
+                | Guarantee::SafeDelivery
+                | Guarantee::Liveness
+        )),
+        "a broken flush went unnoticed under the partitionable policy: {found:?}"
+    );
+}

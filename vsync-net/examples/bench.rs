@@ -8,7 +8,23 @@
 //!     [--senders all|one] [--secs 5] [--runs 1] [--suspect-ms MS] [--json]
 //! cargo run --release -p vsync-net --example bench -- --all [--secs 3] [--json]
 //! cargo run --release -p vsync-net --example bench -- --secure both [--test tput|latency] ...
+//! cargo run --release -p vsync-net --example bench -- --mode all --test tput|latency \
+//!     [--rate 1000] [--runs 3] ...
 //! ```
+//!
+//! `--mode safe|total|fifo|causal|all`: the delivery mode of every multicast
+//! of the run (`GroupHandle::multicast_with`; default safe, what
+//! `multicast` sends). `all` runs the four modes side by side, run after
+//! run alternately (the order rotates each round so that no mode always
+//! runs first), and prints the medians of each mode and their ratios to
+//! safe.
+//!
+//! `--rate R`: a paced latency test: every sender (`--senders`, all by
+//! default) multicasts R messages a second on a timer instead of one in
+//! flight. It is the default (R = 1000) for `--test latency` whenever the
+//! mode is not safe, and in `--mode all`: a sender delivers its own FIFO or
+//! causal message locally at once, so one in flight would turn into a
+//! flood and own-message latency would measure nothing.
 //!
 //! `--secure off|on|both`: the members run insecure (the default), in a
 //! closed group (a cluster key generated for the run: Noise-sealed links),
@@ -36,6 +52,14 @@
 //! send instant travels in the payload's first 8 bytes). Under full load it
 //! is mostly queueing in the sender's window.
 //!
+//! Receive latency (`recv`) is measured at the receivers, for the other
+//! members' messages: the sender puts its wall-clock send time
+//! (`CLOCK_REALTIME`, ns, shared by the processes of one host) in payload
+//! bytes 8..16, and each member records `now - sent` at delivery. It is the
+//! figure that compares the modes; every tput and latency run reports it
+//! (payloads of at least 16 bytes). Percentiles of a run are over all
+//! receive latencies of all members (their histograms merged).
+//!
 //! Summary figures of a run: msgs/s and MB/s = the mean over the members;
 //! latency percentiles = the worst sender's. With `--runs N` the medians of
 //! the N runs are reported. `--all` runs the matrix: sizes 64 B, 1 KiB and
@@ -47,11 +71,13 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
-use vsync_net::{Config, Event, Group, GroupHandle};
+use vsync_net::{Config, Delivery, Event, Group, GroupHandle};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Test {
@@ -74,7 +100,35 @@ enum Senders {
 }
 
 const USAGE: &str = "usage: bench [--test tput|latency|kill|stop] [--members N] [--size BYTES] \
-[--senders all|one] [--secs S] [--runs N] [--suspect-ms MS] [--threads N] [--secure off|on|both] [--json] [--all]";
+[--senders all|one] [--secs S] [--runs N] [--suspect-ms MS] [--threads N] [--secure off|on|both] \
+[--mode safe|total|fifo|causal|all] [--rate MSGS_PER_S] [--json] [--all]";
+
+/// The paced latency test's rate per sender when `--rate` is not given.
+const DEFAULT_RATE: u64 = 1000;
+
+/// The modes of `--mode all`, in the order of the first round (safe first:
+/// it is the baseline of the ratios).
+const MODES: [Delivery; 4] = [
+    Delivery::Safe,
+    Delivery::Total,
+    Delivery::Fifo,
+    Delivery::Causal,
+];
+
+/// The name of a delivery mode on the command line and in reports.
+fn mode_name(m: Delivery) -> &'static str {
+    match m {
+        Delivery::Fifo => "fifo",
+        Delivery::Causal => "causal",
+        Delivery::Total => "total",
+        Delivery::Safe => "safe",
+    }
+}
+
+/// Parses a delivery mode (not `all`).
+fn parse_mode(s: &str) -> Option<Delivery> {
+    MODES.into_iter().find(|m| mode_name(*m) == s)
+}
 
 /// How the members' links are protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +177,12 @@ struct Args {
     secure: Secure,
     /// Internal: the cluster key file of a secured member.
     key: Option<std::path::PathBuf>,
+    /// The delivery mode of every multicast (ignored when `mode_all`).
+    mode: Delivery,
+    /// `--mode all`: the four modes side by side.
+    mode_all: bool,
+    /// `--rate`: messages per second per sender in a paced latency test.
+    rate: Option<u64>,
 }
 
 impl Args {
@@ -130,6 +190,19 @@ impl Args {
     fn threads(&self) -> usize {
         self.threads
             .unwrap_or(if self.test == Test::Latency { 0 } else { 2 })
+    }
+
+    /// The paced latency test's messages per second per sender; 0: not
+    /// paced (tput, or the one-in-flight latency test of safe messages).
+    fn paced_rate(&self) -> u64 {
+        if self.test != Test::Latency {
+            return 0;
+        }
+        match self.rate {
+            Some(r) => r,
+            None if self.mode_all || self.mode != Delivery::Safe => DEFAULT_RATE,
+            None => 0,
+        }
     }
 
     fn parse() -> Result<Args, String> {
@@ -149,6 +222,9 @@ impl Args {
             seed: None,
             secure: Secure::Off,
             key: None,
+            mode: Delivery::Safe,
+            mode_all: false,
+            rate: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -190,6 +266,16 @@ impl Args {
                     }
                 }
                 "--key" => a.key = Some(val()?.into()),
+                "--mode" => match val()?.as_str() {
+                    "all" => a.mode_all = true,
+                    m => {
+                        a.mode = parse_mode(m).ok_or(format!(
+                            "unknown --mode {m} (safe, total, fifo, causal or all)"
+                        ))?;
+                        a.mode_all = false;
+                    }
+                },
+                "--rate" => a.rate = Some(num(&flag, val()?)?),
                 "--json" => a.json = true,
                 "--all" => a.all = true,
                 "--member" => a.member = true,
@@ -233,6 +319,20 @@ fn main() {
     if args.members < 2 {
         fail("--members must be at least 2");
     }
+    if args.rate == Some(0) {
+        fail("--rate must be at least 1 message a second");
+    }
+    if args.mode_all {
+        if args.all || args.secure == Secure::Both {
+            fail("--mode all cannot be combined with --all or --secure both");
+        }
+        if !matches!(args.test, Test::Tput | Test::Latency) {
+            fail("--mode all compares the tput and latency tests");
+        }
+        if args.size < 16 {
+            fail("--mode all compares receive latency: --size must be at least 16 bytes");
+        }
+    }
     // The key of secured runs, in a directory removed at the end.
     let keydir = match tempfile::tempdir() {
         Ok(d) => d,
@@ -248,6 +348,8 @@ fn main() {
     };
     let res = if args.all {
         run_all(&args)
+    } else if args.mode_all {
+        compare_modes(&args)
     } else if args.secure == Secure::Both {
         compare(&args)
     } else {
@@ -302,7 +404,20 @@ struct Run {
     end: Instant,
     delivered: u64,
     bytes: u64,
+    /// Own-message latency (µs), at the sender.
     hist: Histogram<u64>,
+    /// Receive latency (µs) of the other members' messages, wall clock.
+    rx_hist: Histogram<u64>,
+    /// The mode every multicast of the run is sent with.
+    mode: Delivery,
+    /// Deliveries in the window whose mode is not `mode` (must stay 0).
+    wrong_mode: u64,
+    /// Paced latency test: messages a second per sender (0: one in
+    /// flight).
+    rate: u64,
+    /// Multicasts this member sent in the window (shared with its sender
+    /// task).
+    sent: Arc<AtomicU64>,
     /// Latency test: whether our message is in flight.
     in_flight: bool,
     reported: bool,
@@ -328,9 +443,17 @@ fn cpu_secs() -> f64 {
 }
 
 impl Run {
-    /// Counts a delivery seen at `now`. True if it is our own message of a
+    /// Counts a delivery seen at `now` (`wall_now`: the same instant in
+    /// wall-clock ns). True if it is our own message of a one-in-flight
     /// latency run, delivered in the window: time to send the next one.
-    fn delivered(&mut self, now: Instant, epoch: Instant, own: bool, p: &[u8]) -> bool {
+    fn delivered(
+        &mut self,
+        (now, wall_now): (Instant, u64),
+        epoch: Instant,
+        own: bool,
+        mode: Delivery,
+        p: &[u8],
+    ) -> bool {
         if self.reported || now < self.start || now > self.end {
             if own {
                 self.in_flight = false;
@@ -339,13 +462,22 @@ impl Run {
         }
         self.delivered += 1;
         self.bytes += p.len() as u64;
+        if mode != self.mode {
+            self.wrong_mode += 1;
+        }
+        if !own && p.len() >= 16 {
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&p[8..16]);
+            let sent = u64::from_le_bytes(t);
+            let _ = self.rx_hist.record(wall_now.saturating_sub(sent) / 1000);
+        }
         if own && p.len() >= 8 {
             let mut t = [0u8; 8];
             t.copy_from_slice(&p[..8]);
             let sent = u64::from_le_bytes(t);
             let lat = (now.duration_since(epoch).as_nanos() as u64).saturating_sub(sent);
             let _ = self.hist.record(lat / 1000);
-            if self.test == Test::Latency {
+            if self.test == Test::Latency && self.rate == 0 {
                 self.in_flight = false;
                 return true;
             }
@@ -357,44 +489,69 @@ impl Run {
         self.reported = true;
         let secs = self.end.duration_since(self.start).as_secs_f64();
         let cpu = self.cpu_start.map_or(f64::NAN, |c| cpu_secs() - c);
-        let h = &self.hist;
-        let lat = if h.is_empty() {
-            Value::Null
-        } else {
-            json!({
-                "count": h.len(),
-                "p50_us": h.value_at_quantile(0.5),
-                "p99_us": h.value_at_quantile(0.99),
-                "p999_us": h.value_at_quantile(0.999),
-                "max_us": h.max(),
-                "mean_us": h.mean(),
-            })
-        };
+        // The receive histogram goes whole (value, count) to the
+        // orchestrator, which merges the members'.
+        let rx_hist: Vec<[u64; 2]> = self
+            .rx_hist
+            .iter_recorded()
+            .map(|v| [v.value_iterated_to(), v.count_at_value()])
+            .collect();
         emit(json!({
             "ev": "result",
             "node": node,
             "sender": self.send,
+            "mode": mode_name(self.mode),
             "delivered": self.delivered,
+            "wrong_mode": self.wrong_mode,
+            "sent": self.sent.load(Ordering::Relaxed),
             "msgs_per_s": self.delivered as f64 / secs,
             "mb_per_s": self.bytes as f64 / secs / 1e6,
             "cpu_s": cpu,
-            "latency": lat,
+            "latency": hist_summary(&self.hist),
+            "rx_latency": hist_summary(&self.rx_hist),
+            "rx_hist": rx_hist,
         }));
     }
 }
 
+/// Percentiles of a latency histogram (µs); null if empty.
+fn hist_summary(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return Value::Null;
+    }
+    json!({
+        "count": h.len(),
+        "p50_us": h.value_at_quantile(0.5),
+        "p99_us": h.value_at_quantile(0.99),
+        "p999_us": h.value_at_quantile(0.999),
+        "max_us": h.max(),
+        "mean_us": h.mean(),
+    })
+}
+
 /// A payload of `size` bytes whose first 8 carry the send instant (ns since
-/// `epoch`).
+/// `epoch`, for own-message latency) and the next 8, if it has them, the
+/// wall-clock send time (ns since the Unix epoch, for receive latency).
 fn payload(epoch: Instant, size: usize) -> Bytes {
     let mut v = vec![0u8; size];
     let t = epoch.elapsed().as_nanos() as u64;
     v[..8].copy_from_slice(&t.to_le_bytes());
+    if let Some(w) = v.get_mut(8..16) {
+        w.copy_from_slice(&wall_ns().to_le_bytes());
+    }
     Bytes::from(v)
 }
 
 /// Parses `run TEST SIZE SEND SECS START_WALL_NS` and starts the sender
-/// task of a throughput run.
-fn start_run(h: &GroupHandle, cmd: &str, epoch: Instant) -> Result<Run, String> {
+/// task of a throughput or paced latency run (`mode`, `rate`: this
+/// member's `--mode` and paced rate).
+fn start_run(
+    h: &GroupHandle,
+    cmd: &str,
+    epoch: Instant,
+    mode: Delivery,
+    rate: u64,
+) -> Result<Run, String> {
     let w: Vec<&str> = cmd.split_whitespace().collect();
     let ["run", test, size, send, secs, start_wall] = w.as_slice() else {
         return Err(format!("unknown command {cmd}"));
@@ -411,14 +568,36 @@ fn start_run(h: &GroupHandle, cmd: &str, epoch: Instant) -> Result<Run, String> 
     let start_wall: u64 = start_wall.parse().map_err(|e| bad(&e))?;
     let start = Instant::now() + Duration::from_nanos(start_wall.saturating_sub(wall_ns()));
     let end = start + Duration::from_secs_f64(secs);
+    let sent = Arc::new(AtomicU64::new(0));
     if test == Test::Tput && send {
         let s = h.sender();
+        let sent = sent.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(start.into()).await;
             while Instant::now() < end {
-                if s.multicast(payload(epoch, size)).await.is_err() {
+                if s.multicast_with(payload(epoch, size), mode).await.is_err() {
                     break;
                 }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let rate = if test == Test::Latency { rate } else { 0 };
+    if rate > 0 && send {
+        let s = h.sender();
+        let sent = sent.clone();
+        let period = Duration::from_nanos(1_000_000_000 / rate);
+        tokio::spawn(async move {
+            // Ticks missed while the process waited for a core are skipped,
+            // not sent in a burst: the load stays at most `rate`.
+            let mut tick = tokio::time::interval_at(start.into(), period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            while Instant::now() < end {
+                tick.tick().await;
+                if s.multicast_with(payload(epoch, size), mode).await.is_err() {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
@@ -431,8 +610,13 @@ fn start_run(h: &GroupHandle, cmd: &str, epoch: Instant) -> Result<Run, String> 
         delivered: 0,
         bytes: 0,
         hist: Histogram::new(3).map_err(|e| e.to_string())?,
+        rx_hist: Histogram::new(3).map_err(|e| e.to_string())?,
+        mode,
+        wrong_mode: 0,
+        rate,
         in_flight: false,
         reported: false,
+        sent,
         cpu_start: None,
     })
 }
@@ -484,6 +668,7 @@ async fn member(args: Args) -> Result<(), String> {
                 let mut next = ev;
                 let mut batch = h.pending_events();
                 let now = Instant::now();
+                let wall_now = wall_ns();
                 let mut send_next = false;
                 while let Some(ev) = next.take() {
                     match ev {
@@ -493,9 +678,10 @@ async fn member(args: Args) -> Result<(), String> {
                             "members": view.members.len(),
                             "wall_ns": wall_ns(),
                         })),
-                        Event::Deliver { msg, payload: p, .. } => {
+                        Event::Deliver { msg, payload: p, mode, .. } => {
                             if let Some(r) = run.as_mut() {
-                                send_next |= r.delivered(now, epoch, msg.sender == me, &p);
+                                let own = msg.sender == me;
+                                send_next |= r.delivered((now, wall_now), epoch, own, mode, &p);
                             }
                         }
                         Event::Removed { .. } | Event::Left { .. } => {
@@ -511,8 +697,11 @@ async fn member(args: Args) -> Result<(), String> {
                 if send_next {
                     if let Some(r) = run.as_mut() {
                         if Instant::now() < r.end {
-                            h.multicast(payload(epoch, r.size)).await.map_err(|e| e.to_string())?;
+                            h.multicast_with(payload(epoch, r.size), r.mode)
+                                .await
+                                .map_err(|e| e.to_string())?;
                             r.in_flight = true;
+                            r.sent.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
@@ -526,9 +715,12 @@ async fn member(args: Args) -> Result<(), String> {
                 if now >= r.end {
                     r.report(args.node);
                 } else {
-                    if r.test == Test::Latency && r.send && !r.in_flight {
-                        h.multicast(payload(epoch, r.size)).await.map_err(|e| e.to_string())?;
+                    if r.test == Test::Latency && r.rate == 0 && r.send && !r.in_flight {
+                        h.multicast_with(payload(epoch, r.size), r.mode)
+                            .await
+                            .map_err(|e| e.to_string())?;
                         r.in_flight = true;
+                        r.sent.fetch_add(1, Ordering::Relaxed);
                     }
                     timer.as_mut().reset(r.end.into());
                 }
@@ -538,7 +730,7 @@ async fn member(args: Args) -> Result<(), String> {
                 if cmd.trim() == "exit" {
                     std::process::exit(0);
                 }
-                let r = start_run(&h, &cmd, epoch)?;
+                let r = start_run(&h, &cmd, epoch, args.mode, args.rate.unwrap_or(0))?;
                 timer.as_mut().reset(r.start.into());
                 run = Some(r);
             }
@@ -605,6 +797,10 @@ impl Cluster {
         }
         if let (Secure::On, Some(k)) = (args.secure, &args.key) {
             c.arg("--key").arg(k);
+        }
+        c.args(["--mode", mode_name(args.mode)]);
+        if args.paced_rate() > 0 {
+            c.args(["--rate", &args.paced_rate().to_string()]);
         }
         let mut child = c
             .stdin(Stdio::piped())
@@ -692,10 +888,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// One tput or latency run: per-member results and the run's summary.
 fn measure(args: &Args) -> Result<Value, String> {
+    let load1 = load_avg();
     let mut c = Cluster::start(args)?;
     let n = args.members;
+    let paced = args.paced_rate() > 0;
     let sender = |node: u64| match (args.test, args.senders) {
         (Test::Tput, Senders::All) => true,
+        (Test::Latency, Senders::All) if paced => true,
         _ => node == n,
     };
     let test = if args.test == Test::Latency {
@@ -719,6 +918,32 @@ fn measure(args: &Args) -> Result<Value, String> {
         c.member(node).cmd("exit");
     }
     results.sort_by_key(|v| v["node"].as_u64());
+    // The receivers' histograms, merged (and dropped from the report).
+    let mut rx = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    let mut wrong_mode = 0;
+    for r in &mut results {
+        wrong_mode += r["wrong_mode"].as_u64().unwrap_or(0);
+        if let Some(Value::Array(h)) = r.as_object_mut().and_then(|o| o.remove("rx_hist")) {
+            for vc in h {
+                if let (Some(v), Some(c)) = (vc[0].as_u64(), vc[1].as_u64()) {
+                    rx.record_n(v, c).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+    if wrong_mode > 0 {
+        return Err(format!(
+            "{wrong_mode} deliveries came with another mode than {}",
+            mode_name(args.mode)
+        ));
+    }
+    let rx_q = |q: f64| {
+        if rx.is_empty() {
+            f64::NAN
+        } else {
+            rx.value_at_quantile(q) as f64
+        }
+    };
     let mean = |k: &str| results.iter().filter_map(|r| r[k].as_f64()).sum::<f64>() / n as f64;
     let worst = |k: &str| {
         results
@@ -738,6 +963,14 @@ fn measure(args: &Args) -> Result<Value, String> {
         "p99_us": worst("p99_us"),
         "p999_us": worst("p999_us"),
         "mean_us": worst("mean_us"),
+        // Multicasts sent in the window by all senders together, per second.
+        "sent_per_s": sum("sent") / args.secs,
+        "rx_count": rx.len(),
+        "rx_p50_us": rx_q(0.5),
+        "rx_p99_us": rx_q(0.99),
+        "rx_p999_us": rx_q(0.999),
+        "rx_mean_us": if rx.is_empty() { f64::NAN } else { rx.mean() },
+        "load1": load1,
         "members": results,
     }))
 }
@@ -776,18 +1009,31 @@ fn describe(args: &Args) -> String {
     let st = args
         .suspect_ms
         .map_or("default".to_string(), |m| format!("{m} ms"));
-    match args.test {
+    let base = match args.test {
         Test::Tput => format!(
             "tput     members={} size={} senders={:?}",
             args.members, args.size, args.senders
         )
         .to_lowercase(),
+        Test::Latency if args.paced_rate() > 0 => format!(
+            "latency  members={} size={} {}/s per sender, senders={}",
+            args.members,
+            args.size,
+            args.paced_rate(),
+            format!("{:?}", args.senders).to_lowercase()
+        ),
         Test::Latency => format!(
             "latency  members={} size={} 1 in flight",
             args.members, args.size
         ),
         Test::Kill => format!("kill -9  members={} suspect={st}", args.members),
         Test::Stop => format!("SIGSTOP  members={} suspect={st}", args.members),
+    };
+    match (args.test, args.mode, args.mode_all) {
+        (Test::Tput | Test::Latency, m, false) if m != Delivery::Safe => {
+            format!("{base} mode={}", mode_name(m))
+        }
+        _ => base,
     }
 }
 
@@ -814,6 +1060,10 @@ fn run_config(args: &Args) -> Result<Value, String> {
             "mean_us": med("mean_us"),
             "cpu_us_per_delivery": med("cpu_us_per_delivery"),
             "cores_used": med("cores_used"),
+            "rx_p50_us": med("rx_p50_us"),
+            "rx_p99_us": med("rx_p99_us"),
+            "rx_p999_us": med("rx_p999_us"),
+            "rx_mean_us": med("rx_mean_us"),
         }),
         Test::Kill | Test::Stop => json!({"failover_ms": med("failover_ms")}),
     };
@@ -825,6 +1075,8 @@ fn run_config(args: &Args) -> Result<Value, String> {
         "secs": args.secs,
         "suspect_ms": args.suspect_ms,
         "threads": args.threads(),
+        "mode": mode_name(args.mode),
+        "rate": args.paced_rate(),
         "load1": load,
         "median": summary,
         "runs": runs,
@@ -836,7 +1088,7 @@ fn run_config(args: &Args) -> Result<Value, String> {
         let s = &report["median"];
         let line = match args.test {
             Test::Tput | Test::Latency => format!(
-                "{:<45} {:>9.0} msgs/s {:>8.1} MB/s  mean {:>7.0} us  p50 {:>7.0} us  p99 {:>7.0} us  p99.9 {:>7.0} us  cpu {:.2} us/delivery  (load {load}, {} run(s), {} thr)",
+                "{:<45} {:>9.0} msgs/s {:>8.1} MB/s  mean {:>7.0} us  p50 {:>7.0} us  p99 {:>7.0} us  p99.9 {:>7.0} us  recv p50 {:>7.0} us  p99 {:>7.0} us  cpu {:.2} us/delivery  (load {load}, {} run(s), {} thr)",
                 describe(args),
                 f(&s["msgs_per_s"]),
                 f(&s["mb_per_s"]),
@@ -844,6 +1096,8 @@ fn run_config(args: &Args) -> Result<Value, String> {
                 f(&s["p50_us"]),
                 f(&s["p99_us"]),
                 f(&s["p999_us"]),
+                f(&s["rx_p50_us"]),
+                f(&s["rx_p99_us"]),
                 f(&s["cpu_us_per_delivery"]),
                 runs.len(),
                 args.threads()
@@ -877,11 +1131,13 @@ fn run_config(args: &Args) -> Result<Value, String> {
                         })
                         .unwrap_or_default();
                     out(&format!(
-                        "    run {}: {:.0} msgs/s, p50 {:.0} us, p99 {:.0} us; per member: {}",
+                        "    run {}: {:.0} msgs/s, p50 {:.0} us, p99 {:.0} us, recv p50 {:.0} us, p99 {:.0} us; per member: {}",
                         i + 1,
                         f(&r["msgs_per_s"]),
                         f(&r["p50_us"]),
                         f(&r["p99_us"]),
+                        f(&r["rx_p50_us"]),
+                        f(&r["rx_p99_us"]),
                         per_member.join(", ")
                     ));
                 }
@@ -970,6 +1226,137 @@ fn compare(args: &Args) -> Result<(), String> {
         f(&r["cpu_us_per_delivery"]),
         runs[0].len()
     ));
+    Ok(())
+}
+
+/// `--mode all`: the same configuration in each delivery mode, run after
+/// run alternately (the order rotates each round: safe, total, fifo,
+/// causal, then total, fifo, causal, safe, ...); prints each mode's medians
+/// and the ratios to safe.
+fn compare_modes(args: &Args) -> Result<(), String> {
+    let mut runs: [Vec<Value>; 4] = Default::default();
+    let rounds = args.runs.max(1);
+    for round in 0..rounds {
+        for k in 0..MODES.len() {
+            let i = (round + k) % MODES.len();
+            // Every mode at the rate of the comparison (safe alone would
+            // default to one in flight).
+            let rate = (args.test == Test::Latency).then(|| args.paced_rate());
+            let r = measure(&Args {
+                mode: MODES[i],
+                mode_all: false,
+                rate,
+                ..args.clone()
+            })?;
+            if !args.json {
+                let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+                out(&format!(
+                    "    round {} {:<6} {:>9.0} msgs/s (sent {:>7.0}/s)  recv p50 {:>7.0} us  p99 {:>7.0} us  own p50 {:>7.0} us  cpu {:.2} us/delivery  (load {})",
+                    round + 1,
+                    mode_name(MODES[i]),
+                    f(&r["msgs_per_s"]),
+                    f(&r["sent_per_s"]),
+                    f(&r["rx_p50_us"]),
+                    f(&r["rx_p99_us"]),
+                    f(&r["p50_us"]),
+                    f(&r["cpu_us_per_delivery"]),
+                    r["load1"].as_str().unwrap_or("?"),
+                ));
+            }
+            runs[i].push(r);
+        }
+    }
+    let med = |i: usize, k: &str| median(runs[i].iter().filter_map(|r| r[k].as_f64()).collect());
+    let keys = [
+        "msgs_per_s",
+        "mb_per_s",
+        "rx_p50_us",
+        "rx_p99_us",
+        "rx_p999_us",
+        "rx_mean_us",
+        "p50_us",
+        "p99_us",
+        "cpu_us_per_delivery",
+    ];
+    let summary = |i: usize| -> Value {
+        keys.iter()
+            .map(|k| (k.to_string(), json!(med(i, k))))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let ratio = |i: usize| -> Value {
+        keys.iter()
+            .map(|k| (k.to_string(), json!(med(i, k) / med(0, k))))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let loads: Vec<f64> = runs
+        .iter()
+        .flatten()
+        .filter_map(|r| r["load1"].as_str().and_then(|l| l.parse().ok()))
+        .collect();
+    let load_min = loads.iter().copied().fold(f64::NAN, f64::min);
+    let load_max = loads.iter().copied().fold(f64::NAN, f64::max);
+    let by_mode = |f: &dyn Fn(usize) -> Value| -> Value {
+        (0..MODES.len())
+            .map(|i| (mode_name(MODES[i]).to_string(), f(i)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let report = json!({
+        "test": format!("{:?}", args.test).to_lowercase(),
+        "members": args.members,
+        "size": args.size,
+        "senders": format!("{:?}", args.senders).to_lowercase(),
+        "secs": args.secs,
+        "rate": args.paced_rate(),
+        "threads": args.threads(),
+        "load1_min": load_min,
+        "load1_max": load_max,
+        "median": by_mode(&summary),
+        "over_safe": by_mode(&ratio),
+        "runs": by_mode(&|i| json!(runs[i])),
+    });
+    if args.json {
+        out(&report.to_string());
+        return Ok(());
+    }
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    out(&format!(
+        "{}: medians of {rounds} run(s) per mode, alternated; load1 {load_min:.2}-{load_max:.2}",
+        describe(&Args {
+            mode_all: true,
+            ..args.clone()
+        })
+    ));
+    out(&format!(
+        "  {:<7} {:>10} {:>7}  {:>9} {:>7}  {:>9} {:>7}  {:>9}  {:>8}",
+        "mode",
+        "msgs/s",
+        "x safe",
+        "recv p50",
+        "x safe",
+        "recv p99",
+        "x safe",
+        "own p50",
+        "cpu/dlv"
+    ));
+    for m in MODES {
+        let s = &report["median"][mode_name(m)];
+        let r = &report["over_safe"][mode_name(m)];
+        out(&format!(
+            "  {:<7} {:>10.0} {:>7.2}  {:>6.0} us {:>7.2}  {:>6.0} us {:>7.2}  {:>6.0} us  {:>5.2} us",
+            mode_name(m),
+            f(&s["msgs_per_s"]),
+            f(&r["msgs_per_s"]),
+            f(&s["rx_p50_us"]),
+            f(&r["rx_p50_us"]),
+            f(&s["rx_p99_us"]),
+            f(&r["rx_p99_us"]),
+            f(&s["p50_us"]),
+            f(&s["cpu_us_per_delivery"]),
+        ));
+    }
     Ok(())
 }
 

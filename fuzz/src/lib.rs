@@ -6,7 +6,8 @@
 //! receiver and the claimed sender (a member, the outsider, or an unknown
 //! process); between injections the group runs normally. Whatever arrives,
 //! no engine may panic, and each engine's own event stream must stay
-//! well-formed (see [`Group::check`]).
+//! well-formed (see [`Group::check`]). Injected messages first pass
+//! `vsync_net::guard`, as in a running process.
 
 /// The RESP parser of vsync-kv, compiled from its source file (the
 /// examples crate itself pulls in sled, axum and redis, which the fuzzer
@@ -66,9 +67,17 @@ impl Group {
         g
     }
 
-    /// Delivers `msg` to engine `to` (mod 4) as if sent by `from`.
+    /// Delivers `msg` to engine `to` (mod 4) as if sent by `from`, if it
+    /// passes the guard that vsync-net's runtime applies to every peer
+    /// message before its engine (`vsync_net::guard`): this is what reaches
+    /// an engine in a running process.
     pub fn inject(&mut self, to: usize, from: Pid, msg: Message) {
         let i = to % self.engines.len();
+        let e = &self.engines[i];
+        let members = e.view().map_or(1, |v| v.members.len());
+        if vsync_net::guard::check(&msg, members, e.config().window).is_err() {
+            return;
+        }
         self.engines[i].handle_message(self.now, from, msg);
         self.drain();
     }

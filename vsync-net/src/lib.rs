@@ -66,7 +66,8 @@
 //! - **Faults**: [`Faults`] drops traffic to or from chosen nodes, to make
 //!   partitions on running processes.
 //!
-//! Layout: [`frame`] is the wire format; [`key`] the cluster key and its
+//! Layout: [`frame`] is the wire format; [`guard`] the sanity limits on
+//! peer messages before the engine; [`key`] the cluster key and its
 //! file; [`secure`] the Noise handshake and sealed chunks; `transport` the listener and the
 //! per-peer connection tasks; `router` the address book; `runtime` the engine
 //! task; `history` the JSON-lines recorder; [`fault`] the fault-injection
@@ -78,6 +79,7 @@
 mod api;
 pub mod fault;
 pub mod frame;
+pub mod guard;
 mod history;
 pub mod key;
 mod router;

@@ -300,6 +300,7 @@ pub(crate) async fn start(config: Config, mode: Mode) -> Result<GroupHandle, Net
         reported: HashSet::new(),
         listener: listener_task,
         gossip_interval: config.gossip_interval,
+        refused: 0,
     };
     tracing::info!(parent: &span, %pid, listen = %local_addr, %advertise, group = %config.group, ?mode, "starting");
     let task = tokio::spawn(rt.run(mode, shutdown_rx).instrument(span));
@@ -356,6 +357,8 @@ struct Runtime {
     root_span: tracing::Span,
     listener: JoinHandle<()>,
     gossip_interval: Duration,
+    /// Messages refused by [`crate::guard`].
+    refused: u64,
 }
 
 impl Runtime {
@@ -474,6 +477,14 @@ impl Runtime {
             Inbound::Msg { from, msg } => {
                 if is_control(&msg) {
                     tracing::debug!(%from, msg = %brief(&msg), "received");
+                }
+                let members = self.view.as_ref().map_or(1, |v| v.members.len());
+                if let Err(e) = crate::guard::check(&msg, members, self.engine.config().window) {
+                    self.refused += 1;
+                    if self.refused.is_power_of_two() {
+                        tracing::warn!(%from, refused = self.refused, "dropped a message before the engine: {e}");
+                    }
+                    return;
                 }
                 self.engine.handle_message(now_micros(), from, msg);
             }
@@ -722,6 +733,7 @@ impl Runtime {
             oversized = self.router.oversized,
             direct_dropped = self.router.direct_dropped,
             turned_away = self.shared.turned_away.load(Ordering::Relaxed),
+            refused = self.refused,
             pid = %self.shared.pid,
             "stopped"
         );

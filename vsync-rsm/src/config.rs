@@ -80,12 +80,23 @@ pub struct ReplicaConfig {
     /// [`crate::transfer::TransferTooLarge`] reason) and logs it, instead
     /// of taking in more than it can hold.
     pub max_transfer: u64,
+    /// Partitionable policy ([`vsync_core::Config::policy`] in
+    /// `net.engine`): how many of the last applied commands the replica
+    /// keeps in memory, so that if its side of a partition loses the merge
+    /// it can show the state machine what it discards
+    /// ([`crate::StateMachine::on_discard`]). Older ones are counted, not
+    /// listed ([`crate::Divergence::unlisted`]). 0 keeps none. Unused under
+    /// the primary-component policy (nothing is ever discarded).
+    pub discard_journal: usize,
+    /// The same journal's limit in bytes of encoded commands.
+    pub discard_journal_bytes: usize,
 }
 
 impl ReplicaConfig {
     /// Defaults: no data directory, [`Durability::Memory`], a checkpoint
     /// every 100,000 commands or 60 s, [`Start::Join`], automatic rejoin,
-    /// 15 s transfer timeout, state transfers up to 16 GiB.
+    /// 15 s transfer timeout, state transfers up to 16 GiB, a discard
+    /// journal of 10,000 commands or 16 MiB.
     pub fn new(net: vsync_net::Config) -> Self {
         ReplicaConfig {
             net,
@@ -98,6 +109,8 @@ impl ReplicaConfig {
             transfer_timeout: Duration::from_secs(15),
             event_capacity: 1024,
             max_transfer: 16 << 30,
+            discard_journal: 10_000,
+            discard_journal_bytes: 16 << 20,
         }
     }
 }

@@ -45,12 +45,20 @@
 //!   are in a view each multicasts its position; at the delivery of the last
 //!   claim (the same point at every member) they take the state of the
 //!   highest, by the same snapshot-at-cut transfer.
+//! - **Partitions** ([`divergence`]): under the partitionable policy a
+//!   replica whose side loses the merge after a heal shows the state
+//!   machine what it discards ([`StateMachine::on_discard`], from a bounded
+//!   journal), discards its state, erases its checkpoint and log, and
+//!   rejoins the winner (whose addresses join its seeds), taking the
+//!   winner's state by transfer; never its own checkpoint or log, which
+//!   hold the discarded history.
 //!
 //! The procedure and what each durability mode keeps are in
 //! docs/PROTOCOL.md, "Replicated state machines".
 #![forbid(unsafe_code)]
 
 mod config;
+pub mod divergence;
 mod error;
 mod machine;
 mod replica;
@@ -62,6 +70,7 @@ pub mod transfer;
 pub mod wire;
 
 pub use config::{Durability, ReplicaConfig, Start};
+pub use divergence::{Discarded, Divergence, DivergenceInfo};
 pub use error::{RestoreError, RsmError};
 pub use machine::{SnapshotImage, StateMachine};
 pub use replica::Replica;

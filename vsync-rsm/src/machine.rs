@@ -54,6 +54,7 @@
 //! }
 //! ```
 
+use crate::divergence::Divergence;
 use crate::error::RestoreError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -92,6 +93,18 @@ pub trait StateMachine: Send + 'static {
     /// Ends a restore after the last chunk.
     fn restore_end(&mut self) -> Result<(), RestoreError> {
         Ok(())
+    }
+
+    /// Partitionable policy: this replica's side of a partition lost the
+    /// merge after the heal, and `divergence` is what it is about to
+    /// discard (its history since the split, as far as its journal kept
+    /// it). Called once, on the replica's task, with the state as it is;
+    /// right after it the state is discarded ([`StateMachine::restore_begin`])
+    /// and the replica rejoins the winning side, taking the winner's state
+    /// by transfer. Report, log or keep what is lost here (the default
+    /// does nothing). Keep it short: the replica serves nothing meanwhile.
+    fn on_discard(&mut self, divergence: &Divergence<Self::Command>) {
+        let _ = divergence;
     }
 }
 

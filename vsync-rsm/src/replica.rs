@@ -8,8 +8,17 @@
 //! actions. In [`Durability::Logged`] mode the round's batches are appended
 //! to the log and flushed once (group commit) before any of their commands
 //! is acknowledged.
+//!
+//! When its side of a partition loses the merge (partitionable policy,
+//! `Event::Diverged`), the task lets the core show the state machine what
+//! is discarded and discard the state, waits for a checkpoint being
+//! written, erases the checkpoint and the log (they hold the discarded
+//! history: a restart must never load or replay them), adds the winner's
+//! addresses to the seeds, and rejoins as a new incarnation, which takes
+//! the winner's state by transfer.
 
 use crate::config::{Durability, ReplicaConfig, Start};
+use crate::divergence::DivergenceInfo;
 use crate::error::RsmError;
 use crate::machine::StateMachine;
 use crate::sansio::{Action, Phase, ReadFn, ReplicaCore};
@@ -95,6 +104,9 @@ impl<S: StateMachine> Replica<S> {
         };
         let placeholder = Pid::new(config.net.node, 0);
         let mut core = ReplicaCore::new(placeholder, machine, 0, recovering);
+        if config.net.engine.policy == vsync_core::engine::PartitionPolicy::Partitionable {
+            core.set_journal(config.discard_journal, config.discard_journal_bytes);
+        }
         let mut last_checkpoint = None;
         if let Some(store) = &store {
             if config.start == Start::Found {
@@ -150,7 +162,10 @@ impl<S: StateMachine> Replica<S> {
             ckpt_waiters: Vec::new(),
             ckpt_force: false,
             last_ckpt_pos: last_checkpoint.unwrap_or(0),
+            ckpt_known: last_checkpoint.is_some(),
             last_ckpt_at: Instant::now(),
+            rejoin_seeds: BTreeSet::new(),
+            last_divergence: None,
             needs_base: false,
             leaving: None,
             left: false,
@@ -407,7 +422,14 @@ struct Task<S: StateMachine> {
     ckpt_waiters: Vec<Reply<()>>,
     ckpt_force: bool,
     last_ckpt_pos: u64,
+    /// Whether a checkpoint (at `last_ckpt_pos`) is on disk.
+    ckpt_known: bool,
     last_ckpt_at: Instant,
+    /// Addresses added to the seeds of every rejoin (the winners of lost
+    /// merges).
+    rejoin_seeds: BTreeSet<SocketAddr>,
+    /// The last lost merge.
+    last_divergence: Option<DivergenceInfo>,
     /// Logged mode after a state transfer: commands wait for a checkpoint
     /// of the received state (the log alone cannot rebuild it).
     needs_base: bool,
@@ -529,7 +551,7 @@ impl<S: StateMachine> Task<S> {
             Some(RsmError::Blocked)
         } else if matches!(self.core.phase(), Phase::Removed) {
             Some(RsmError::Removed)
-        } else if self.core.phase() != Phase::Member || self.needs_base {
+        } else if self.core.phase() != Phase::Member || self.needs_base || !self.core.readable() {
             Some(RsmError::NotMember)
         } else if self.core.recovering() {
             Some(RsmError::Recovering)
@@ -694,6 +716,12 @@ impl<S: StateMachine> Task<S> {
                 self.core.on_await_state(donor, view);
                 self.last_progress = Instant::now();
             }
+            Event::Diverged {
+                view,
+                split,
+                winner,
+                winner_addrs,
+            } => self.on_diverged(view, split, winner, winner_addrs).await,
             Event::Removed { view } => {
                 self.emit(ReplicaEvent::Removed { view });
                 self.need_rejoin = Some(format!("removed from the group after view {view}"));
@@ -706,6 +734,74 @@ impl<S: StateMachine> Task<S> {
                 Err(e) => tracing::warn!(%from, error = %e, "undecodable direct message: ignored"),
             },
             _ => {}
+        }
+    }
+
+    /// This replica's side lost a partition merge (see the module docs).
+    async fn on_diverged(
+        &mut self,
+        view: ViewId,
+        split: Option<ViewId>,
+        winner: vsync_core::View,
+        winner_addrs: Vec<SocketAddr>,
+    ) {
+        let info = self.core.on_diverged(view, split, winner).info();
+        tracing::warn!(
+            %view,
+            split = %split.map_or_else(|| "unknown".to_string(), |s| s.to_string()),
+            winner = %info.winner,
+            position = ?info.position,
+            discarded = info.discarded,
+            listed = info.listed,
+            "this replica's side lost the partition merge: its history since the split is discarded; rejoining the winner to take its state"
+        );
+        Metrics::add(&self.metrics.divergences, 1);
+        Metrics::add(&self.metrics.discarded_commands, info.discarded);
+        self.rejoin_seeds.extend(winner_addrs);
+        self.last_divergence = Some(info.clone());
+        self.discard_local_store().await;
+        self.emit(ReplicaEvent::Diverged(info));
+    }
+
+    /// Erases the checkpoint and the log after a lost merge: they hold the
+    /// discarded history, which a restart must never load or replay. A
+    /// checkpoint being written (of the losing state) is let finish first,
+    /// then erased with the rest. If the store cannot be erased the replica
+    /// stops rather than keep it.
+    async fn discard_local_store(&mut self) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        if let Some(h) = self.ckpt.take() {
+            let _ = h.await;
+            for r in self.ckpt_waiters.drain(..) {
+                let _ = r.send(Err(RsmError::Storage(
+                    "the checkpoint was discarded: this replica's side lost a partition merge"
+                        .into(),
+                )));
+            }
+        }
+        let path = store.path().to_path_buf();
+        let r = tokio::task::spawn_blocking(move || store.clear()).await;
+        let err = match r {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        match err {
+            None => {
+                tracing::info!(dir = %path.display(), "local checkpoint and log of the discarded history erased");
+                self.ckpt_known = false;
+                self.last_ckpt_pos = 0;
+                self.status.send_modify(|s| s.last_checkpoint = None);
+            }
+            Some(e) => {
+                tracing::error!(error = %e, "cannot erase the local checkpoint and log of the discarded history: stopping");
+                self.stop(format!(
+                    "cannot erase the checkpoint and log of the discarded history in {} ({e}); delete that directory before restarting this replica",
+                    path.display()
+                ));
+            }
         }
     }
 
@@ -1070,6 +1166,7 @@ impl<S: StateMachine> Task<S> {
         match r {
             Ok(w) => {
                 self.last_ckpt_pos = w.meta.position;
+                self.ckpt_known = true;
                 self.needs_base = false;
                 Metrics::add(&self.metrics.checkpoints_written, 1);
                 self.metrics.last_checkpoint_micros.store(
@@ -1145,6 +1242,7 @@ impl<S: StateMachine> Task<S> {
         }
         let old = self.core.pid();
         let mut seeds: BTreeSet<SocketAddr> = self.cfg.net.seeds.iter().copied().collect();
+        seeds.extend(self.rejoin_seeds.iter().copied());
         if let Some(g) = &self.group {
             seeds.extend(g.known_peers().into_iter().map(|(_, a)| a));
         }
@@ -1211,15 +1309,8 @@ impl<S: StateMachine> Task<S> {
             s.position = self.core.position();
             s.role = role;
             s.blocked = self.blocked;
-            if self.last_ckpt_pos > 0
-                || self
-                    .metrics
-                    .checkpoints_written
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    > 0
-            {
-                s.last_checkpoint = Some(self.last_ckpt_pos);
-            }
+            s.last_checkpoint = self.ckpt_known.then_some(self.last_ckpt_pos);
+            s.last_divergence.clone_from(&self.last_divergence);
         });
     }
 }

@@ -14,8 +14,14 @@
 //!   every later position with the same state as the others;
 //! - a recovering group applies no command until its members have agreed,
 //!   through the total order, on the highest position among them and
-//!   every member holds that state.
+//!   every member holds that state;
+//! - a replica whose side lost a partition merge
+//!   ([`ReplicaCore::on_diverged`]) shows the state machine what it
+//!   discards ([`StateMachine::on_discard`]), then discards its state at
+//!   once (unreadable, position 0, never a donor) so that only the
+//!   winner's state, by transfer, can replace it.
 
+use crate::divergence::{Divergence, Journal};
 use crate::error::RestoreError;
 use crate::machine::StateMachine;
 use crate::wire::{Entry, decode_batch, encode_batch};
@@ -141,8 +147,11 @@ pub struct ReplicaCore<S: StateMachine> {
     recovery: Option<Recovery>,
     reads: HashMap<u64, ReadFn<S>>,
     actions: Vec<Action<S>>,
-    /// Whether the machine holds a usable state (not a partial restore).
+    /// Whether the machine holds a usable state (not a partial restore,
+    /// not a discarded one).
     intact: bool,
+    /// Recently applied commands, for [`ReplicaCore::on_diverged`].
+    journal: Journal,
 }
 
 impl<S: StateMachine> ReplicaCore<S> {
@@ -164,7 +173,15 @@ impl<S: StateMachine> ReplicaCore<S> {
             reads: HashMap::new(),
             actions: Vec::new(),
             intact: true,
+            journal: Journal::default(),
         }
+    }
+
+    /// Keeps the last `commands` applied commands (at most `bytes` bytes of
+    /// them) in the journal that [`ReplicaCore::on_diverged`] lists
+    /// discarded commands from (0: keep none; the default).
+    pub fn set_journal(&mut self, commands: usize, bytes: usize) {
+        self.journal.set_limits(commands, bytes);
     }
 
     /// This process.
@@ -204,7 +221,7 @@ impl<S: StateMachine> ReplicaCore<S> {
 
     /// Whether commands may be submitted.
     pub fn serving(&self) -> bool {
-        self.phase == Phase::Member && self.recovery.is_none()
+        self.phase == Phase::Member && self.recovery.is_none() && self.intact
     }
 
     /// Deliveries held back until the state arrives.
@@ -246,6 +263,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.machine.restore_end()?;
         self.position = position;
         self.intact = true;
+        self.journal.clear();
         Ok(())
     }
 
@@ -284,6 +302,9 @@ impl<S: StateMachine> ReplicaCore<S> {
             _ => {}
         }
         if self.phase == Phase::Member {
+            if self.intact {
+                self.journal.view_began(id, self.position);
+            }
             self.claim();
         }
     }
@@ -336,6 +357,38 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         }
         self.apply_batch(payload);
+    }
+
+    /// Partitionable policy: this process's side lost the merge to
+    /// `winner` (the engine's `Diverged`; `view` is its last view, `split`
+    /// the split view). Builds the [`Divergence`] from the journal, shows it
+    /// to the state machine ([`StateMachine::on_discard`]), then discards
+    /// the state: the machine is reset ([`StateMachine::restore_begin`]),
+    /// the position is 0 and the state is unreadable, so that nothing (a
+    /// read, a checkpoint, a recovery claim, a transfer to another joiner)
+    /// uses the losing side's state again; the winner's state, by transfer
+    /// after the rejoin, is the only one it can take. Returns the
+    /// divergence (the runtime reports its [`Divergence::info`]).
+    pub fn on_diverged(
+        &mut self,
+        view: ViewId,
+        split: Option<ViewId>,
+        winner: View,
+    ) -> Divergence<S::Command> {
+        let d = self
+            .journal
+            .divergence(view, split, winner, self.position, |b| {
+                postcard::from_bytes(b).ok()
+            });
+        self.machine.on_discard(&d);
+        self.machine.restore_begin();
+        self.intact = false;
+        self.position = 0;
+        self.journal.clear();
+        self.buffered.clear();
+        self.restore = None;
+        self.fail_reads(|| crate::RsmError::Removed);
+        d
     }
 
     /// This process was removed (or gave up); it will rejoin as `pid`.
@@ -401,6 +454,9 @@ impl<S: StateMachine> ReplicaCore<S> {
                     let output = self.machine.apply(c);
                     self.position += 1;
                     applied += 1;
+                    if let (Some(()), Some(v)) = (live, self.view.as_ref()) {
+                        self.journal.applied(self.position, v.id, &cmd);
+                    }
                     if origin == self.pid {
                         self.actions.push(Action::Applied { req, output });
                     }
@@ -581,6 +637,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.intact = true;
         self.position = r.position;
         self.phase = Phase::Member;
+        self.journal.clear();
+        self.journal.view_began(view, r.position);
         self.actions.push(Action::StateRestored {
             donor: from,
             position: r.position,

@@ -2,6 +2,7 @@
 //! [`ReplicaMetrics`] (counters) and [`ReplicaEvent`] (a stream of what
 //! happened).
 
+use crate::divergence::DivergenceInfo;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use vsync_core::{Pid, View, ViewId};
@@ -50,6 +51,9 @@ pub struct ReplicaStatus {
     pub last_checkpoint: Option<u64>,
     /// Why the local checkpoint was rejected at start, if it was.
     pub checkpoint_rejected: Option<String>,
+    /// The last time this replica's side of a partition lost a merge
+    /// (partitionable policy): where it diverged and how much it discarded.
+    pub last_divergence: Option<DivergenceInfo>,
 }
 
 /// Counters ([`crate::Replica::metrics`]).
@@ -75,6 +79,12 @@ pub struct ReplicaMetrics {
     pub log_appends: u64,
     /// Incarnations started after the first (rejoins).
     pub rejoins: u64,
+    /// Times this replica's side of a partition lost a merge and its
+    /// history since the split was discarded (partitionable policy).
+    pub divergences: u64,
+    /// Commands discarded by those divergences, summed
+    /// ([`DivergenceInfo::discarded`]).
+    pub discarded_commands: u64,
 }
 
 /// The counters, shared between the replica task and its handles.
@@ -90,6 +100,8 @@ pub(crate) struct Metrics {
     pub(crate) last_checkpoint_micros: AtomicU64,
     pub(crate) log_appends: AtomicU64,
     pub(crate) rejoins: AtomicU64,
+    pub(crate) divergences: AtomicU64,
+    pub(crate) discarded_commands: AtomicU64,
 }
 
 impl Metrics {
@@ -110,6 +122,8 @@ impl Metrics {
             last_checkpoint_duration: Duration::from_micros(g(&self.last_checkpoint_micros)),
             log_appends: g(&self.log_appends),
             rejoins: g(&self.rejoins),
+            divergences: g(&self.divergences),
+            discarded_commands: g(&self.discarded_commands),
         }
     }
 }
@@ -186,6 +200,13 @@ pub enum ReplicaEvent {
         /// The view it is blocked in.
         view: ViewId,
     },
+    /// Partitionable policy: this replica's side of a partition lost the
+    /// merge after the heal. The state machine has seen what is discarded
+    /// ([`crate::StateMachine::on_discard`]); the state is discarded, the
+    /// local checkpoint and log are erased, and the replica rejoins the
+    /// winner ([`ReplicaEvent::Removed`] and [`ReplicaEvent::Rejoined`]
+    /// follow) to take the winner's state by transfer.
+    Diverged(DivergenceInfo),
     /// This replica was removed from the group.
     Removed {
         /// Its last view.

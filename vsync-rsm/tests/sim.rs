@@ -1,10 +1,13 @@
 //! Replicas driven by the deterministic simulator: over hundreds of seeds
 //! (crashes, partitions, joins, leaves, message loss), every replica at a
 //! given position holds the same state, state transfers land at the cut,
-//! and the final view's members agree. More seeds:
-//! `cargo run -p vsync-rsm --release --example sim -- --seeds 10000`.
+//! and the final view's members agree; under the partitionable policy the
+//! same per side, and after every merge the winner's state everywhere.
+//! More seeds:
+//! `cargo run -p vsync-rsm --release --example sim -- --seeds 10000 [--policy partitionable]`.
 
-use vsync_rsm::simcheck::{SimMachine, check_seed};
+use vsync_core::engine::PartitionPolicy;
+use vsync_rsm::simcheck::{SimCheckOptions, SimMachine, SimMutation, check_seed, check_seed_with};
 
 mod chain {
     use vsync_rsm::{RestoreError, SnapshotImage, StateMachine};
@@ -130,4 +133,67 @@ fn a_lossy_restore_is_caught() {
             .any(|p| p.contains("divergence") || p.contains("differ"))
     });
     assert!(caught, "a restore that loses state went unnoticed");
+}
+
+fn partitionable(mutation: Option<SimMutation>) -> SimCheckOptions {
+    SimCheckOptions {
+        policy: PartitionPolicy::Partitionable,
+        mutation,
+        ..SimCheckOptions::default()
+    }
+}
+
+/// Partitionable policy: every side goes on, the sides merge after the
+/// heal, and the losers take the winner's state. Over these seeds: every
+/// view starts from one state (the cut), replicas that share a view and
+/// its successor agree at every position, every divergence lists its
+/// discarded commands consistently, and the final view's members (rejoined
+/// losers included) hold one state. More seeds:
+/// `cargo run -p vsync-rsm --release --example sim -- --seeds 10000 --policy partitionable`.
+#[test]
+fn partitionable_sides_merge_into_the_winners_state() {
+    let (mut diverged, mut discarded, mut merged, mut cuts) = (0, 0, 0, 0);
+    for seed in 0..200u64 {
+        let opts = SimCheckOptions {
+            size: Some((seed % 7) as usize + 1),
+            ..partitionable(None)
+        };
+        let r = check_seed_with(seed, &opts, machine());
+        assert!(
+            r.problems.is_empty(),
+            "seed {seed}: {:#?}\nreplay: cargo run -p vsync-rsm --release --example sim -- --seed {seed} --policy partitionable",
+            r.problems
+        );
+        diverged += r.diverged;
+        discarded += r.discarded;
+        merged += r.merged_back;
+        cuts += r.cuts_compared;
+    }
+    // The seeds did exercise lost merges with discarded commands, losers
+    // that came back, and cut comparisons.
+    assert!(diverged > 20, "only {diverged} lost merges");
+    assert!(discarded > 1000, "only {discarded} discarded commands");
+    assert!(merged > 5, "only {merged} losers back in the final view");
+    assert!(cuts > 500, "only {cuts} view cuts compared");
+}
+
+/// A replica that keeps its diverged state after losing a merge (as if it
+/// reloaded its own checkpoint or log instead of taking the winner's state)
+/// is caught.
+#[test]
+fn a_replica_that_keeps_its_diverged_state_is_caught() {
+    let caught = (0..300u64).find(|&seed| {
+        let opts = SimCheckOptions {
+            size: Some((seed % 7) as usize + 1),
+            ..partitionable(Some(SimMutation::KeepDivergedState))
+        };
+        let r = check_seed_with(seed, &opts, machine());
+        r.problems
+            .iter()
+            .any(|p| p.contains("divergence") || p.contains("differ"))
+    });
+    assert!(
+        caught.is_some(),
+        "a replica keeping its diverged state went unnoticed"
+    );
 }

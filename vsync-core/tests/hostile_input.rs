@@ -197,3 +197,37 @@ fn garbage_from_outsiders_does_not_disturb_delivery() {
         assert_eq!(e.view(), Some(&real), "the view did not change");
     }
 }
+
+/// A forged ordering record from the sequencer's identity naming 2^32 - 1
+/// positions per run: the engine keeps at most what a sequencer can have
+/// unstable (before the bound, this allocated tens of gigabytes and ran for
+/// minutes: the elapsed-time check is a hang detector, not a speed target).
+#[test]
+fn a_forged_ordering_record_of_billions_of_positions_is_cut_short() {
+    let mut net = Net::new();
+    for node in 1..=3 {
+        net.add(node, node == 1);
+    }
+    net.run(200_000);
+    let real = net.engines[0].view().cloned().expect("a view");
+    let coordinator = real.members[0];
+    let now = net.now;
+    let started = std::time::Instant::now();
+    net.engines[1].handle_message(
+        now,
+        coordinator,
+        Message::Order {
+            view: real.id,
+            first_pos: 1,
+            runs: vec![(0, 1, u32::MAX), (1, 1, u32::MAX), (2, 1, u32::MAX)],
+        },
+    );
+    // Without the bound this takes minutes and tens of GiB; with it, no time.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the forged record was applied at length"
+    );
+    let _ = net.engines[1].drain_outputs();
+    net.run(100_000);
+    assert!(net.engines[0].view().is_some(), "the others go on");
+}

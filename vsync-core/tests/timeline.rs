@@ -443,3 +443,21 @@ fn odd_histories_never_panic_and_still_draw_valid_svg() {
         }
     }
 }
+
+#[test]
+fn a_lost_partition_merge_is_marked_on_the_loser_lane() {
+    use vsync_core::checker::Policy;
+    let opts = SimOptions {
+        policy: Some(Policy::Partitionable),
+        ..SimOptions::default()
+    };
+    let r = (0..60)
+        .map(|seed| sim::run(seed, &opts))
+        .find(|r| r.diverged > 0)
+        .expect("a partitionable seed in which a side lost a merge");
+    let t = timeline::render(&r.histories, &TimelineOptions::default()).expect("drawn");
+    let doc = parse(&t.svg);
+    let marks = with_class(&doc, "diverged");
+    assert_eq!(marks.len() as u64, r.diverged, "one mark per loser");
+    assert!(t.svg.contains("lost merge"));
+}

@@ -177,7 +177,7 @@ async fn joiner_state_equals_the_members_at_the_same_position() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "moves a 100 MB state: about a second of transfer, several of setup"]
+// Moves a 100 MB state: about 4 s in all on the 2-core machine.
 async fn joiner_state_equals_the_members_with_a_100_mb_state() {
     joiner_matches(100, 1 << 20, "rsm-join-big").await;
 }

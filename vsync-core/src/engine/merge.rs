@@ -14,20 +14,22 @@
 //!
 //! **The exchange.** A member that receives a probe from a side its own
 //! view beats answers with `MergeAway` (its own view) to every member of the
-//! probing side, and for a while (`4 x flush_timeout`) refuses to lose a
-//! merge itself. A member that receives `MergeAway` checks the rule again
-//! against its *current* view; if the sender's side still wins (and it is
-//! not itself holding such a refusal), it relays the notice to its view,
-//! tells the application that its history since the split is discarded
-//! ([`AppEvent::Diverged`]), and leaves as if removed
+//! probing side (again at most once per probe interval), and for a while
+//! (`4 x flush_timeout`) refuses to lose a merge to any view that holds one
+//! of the members it told. A member that receives `MergeAway` checks the
+//! rule again against its *current* view; if the sender's side still wins
+//! (and it holds no refusal against that side), it relays the notice to its
+//! view, tells the application that its history since the split is
+//! discarded ([`AppEvent::Diverged`]), and leaves as if removed
 //! ([`AppEvent::Removed`]): it rejoins the winner as a new incarnation and
 //! gets the winner's state by transfer.
 //!
-//! The refusal window is what keeps both sides from losing to each other
-//! when their views change while notices are in flight: a side that told
-//! another to go away does not go away itself for a while, so two crossing
+//! The refusal is what keeps two sides from losing to each other when their
+//! views change while notices are in flight: a member that told a side to
+//! go away does not go away on that side's word for a while, so two crossing
 //! notices cannot both be obeyed (unless a message is delayed longer than
 //! the window, after which the probes simply run again with fresh views).
+//! It binds only the pair: a third, larger side can still win over it.
 //! Members of the winning side keep their state; nothing is rolled back.
 
 use super::{AppEvent, Engine, Phase, Target};
@@ -51,11 +53,10 @@ pub(super) struct MergeState {
     recent: Vec<(ViewId, Vec<NodeId>)>,
     /// When this process last sent a merge probe.
     last_probe: u64,
-    /// Until when this process refuses to lose a merge (it told another side
-    /// to go away).
-    winning_until: u64,
-    /// The views this process last sent `MergeAway` to, and when.
-    told: Vec<(ViewId, u64)>,
+    /// The sides this process told to go away, and when: their view, and
+    /// until when it refuses to lose a merge to a view holding any of their
+    /// members.
+    told: Vec<(View, u64)>,
 }
 
 /// Whether side `a` wins a merge against side `b` (see the module docs).
@@ -156,13 +157,19 @@ impl Engine {
             return;
         }
         let now = self.now;
+        let hold = 4 * self.config.flush_timeout;
+        self.merge.told.retain(|(_, until)| now < *until);
+        // At most one notice per probe interval to the same side.
         let resend = self.config.merge_interval;
-        self.merge.told.retain(|(_, t)| now < t + 4 * resend);
-        if self.merge.told.iter().any(|(v, _)| *v == other.id) {
+        if self
+            .merge
+            .told
+            .iter()
+            .any(|(v, until)| v.id == other.id && now + hold < until + resend)
+        {
             return;
         }
-        self.merge.told.push((other.id, now));
-        self.merge.winning_until = now + 4 * self.config.flush_timeout;
+        self.merge.told.push((other.clone(), now + hold));
         self.send_many(other.members.clone(), Message::MergeAway { winner: mine });
     }
 
@@ -175,10 +182,13 @@ impl Engine {
         else {
             return;
         };
-        if self.now < self.merge.winning_until
-            || !beats(&winner, &mine)
-            || self.mutations.merge_never
-        {
+        // A side this process told to go away cannot make it go (their
+        // notices may cross ours).
+        let told_them =
+            self.merge.told.iter().any(|(v, until)| {
+                self.now < *until && v.members.iter().any(|p| winner.contains(*p))
+            });
+        if told_them || !beats(&winner, &mine) || self.mutations.merge_never {
             return;
         }
         // The notice goes to the rest of the side first, so that the side

@@ -774,7 +774,12 @@ impl Engine {
         }
         let Some(vs) = self.vs.as_mut() else { return };
         let gap = first_pos > vs.order_len() + 1;
-        if vs.on_order(first_pos, runs) {
+        // Twice what can be unstable, plus room for collection lag.
+        let max_known = (vs.view.members.len() as u64)
+            .saturating_mul(self.config.window)
+            .saturating_mul(2)
+            .saturating_add(1024);
+        if vs.on_order(first_pos, runs, max_known) {
             self.dirty = true;
         }
         if gap {

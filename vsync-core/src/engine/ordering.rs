@@ -32,6 +32,8 @@ pub(crate) struct ViewState {
     /// The known order: slot of position `order_base + 1 + i`.
     pub order: VecDeque<Slot>,
     pub order_base: u64,
+    /// The most positions [`ViewState::on_order`] keeps in `order`.
+    pub max_known: u64,
     /// Ordering records that arrived ahead of a gap, by first position.
     pub early_order: BTreeMap<u64, Vec<Run>>,
     /// Per sender, how many of its messages are in the known order.
@@ -86,6 +88,7 @@ impl ViewState {
             transmitted: 0,
             order: VecDeque::new(),
             order_base: 0,
+            max_known: u64::MAX,
             early_order: BTreeMap::new(),
             ordered_seq: vec![0; n],
             order_announced: 0,
@@ -176,12 +179,22 @@ impl ViewState {
 
     /// Applies an ordering record. Records are applied in position order;
     /// one that arrives ahead of a gap waits. Returns whether the order grew.
-    pub fn on_order(&mut self, first_pos: u64, runs: Vec<Run>) -> bool {
+    ///
+    /// `max_known` bounds the order this member keeps (positions not yet
+    /// collected): a sequencer orders only what it received, and each
+    /// sender has at most a window of messages not held by every member, so
+    /// a record that would grow the order past it is corrupt or forged (one
+    /// such record of 2^32 positions once made the engine allocate
+    /// gigabytes); it is applied only up to the bound.
+    pub fn on_order(&mut self, first_pos: u64, runs: Vec<Run>, max_known: u64) -> bool {
         if self.is_sequencer() || first_pos == 0 {
             return false;
         }
+        self.max_known = max_known;
         if first_pos > self.order_len() + 1 {
-            self.early_order.entry(first_pos).or_insert(runs);
+            if (self.early_order.len() as u64) < max_known {
+                self.early_order.entry(first_pos).or_insert(runs);
+            }
             return false;
         }
         let mut grew = self.apply_runs(first_pos, &runs);
@@ -213,8 +226,9 @@ impl ViewState {
                 let Some(seq) = first_seq.checked_add(i) else {
                     return grew;
                 };
-                if seq != self.ordered_seq[r] + 1 {
-                    // Not the sender's next message: a corrupt record.
+                if seq != self.ordered_seq[r] + 1 || self.order.len() as u64 >= self.max_known {
+                    // Not the sender's next message, or more than can be
+                    // unstable: a corrupt record.
                     return grew;
                 }
                 self.order.push_back((rank, seq));

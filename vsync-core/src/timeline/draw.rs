@@ -505,13 +505,22 @@ fn fate_mark(model: &Model, x: f64, y: f64, t: u64, fate: Fate, pid: Pid) -> Gro
         Fate::Crash => ("crash", "crashed"),
         Fate::Removed => ("removed", "removed from the group"),
         Fate::Left => ("left", "left the group"),
+        Fate::Diverged => (
+            "removed diverged",
+            "lost the partition merge (its history since the split is discarded) and was removed",
+        ),
     };
     let mut grp = Group::new()
         .set("class", class)
         .add(Title::new(format!("{pid} {what} at {}", ms(model, t))));
     match fate {
         Fate::Crash => grp = cross(grp, x, y),
-        Fate::Removed => {
+        Fate::Removed | Fate::Diverged => {
+            let label = if fate == Fate::Diverged {
+                "lost merge"
+            } else {
+                "removed"
+            };
             grp = grp
                 .add(
                     Rectangle::new()
@@ -521,7 +530,7 @@ fn fate_mark(model: &Model, x: f64, y: f64, t: u64, fate: Fate, pid: Pid) -> Gro
                         .set("height", 10)
                         .set("fill", "#000000"),
                 )
-                .add(text(x + 8.0, y - 8.0, "removed").set("font-size", 10));
+                .add(text(x + 8.0, y - 8.0, label).set("font-size", 10));
         }
         Fate::Left => {
             grp = grp

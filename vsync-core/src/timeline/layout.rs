@@ -23,6 +23,9 @@ pub(crate) enum Fate {
     Removed,
     /// It left cleanly.
     Left,
+    /// Its side lost a partition merge (partitionable policy): removed, its
+    /// history since the split discarded.
+    Diverged,
 }
 
 /// A span of time on one lane.
@@ -151,6 +154,7 @@ impl Model {
             let fate = recs.iter().find_map(|r| match r.event {
                 Event::Crash => Some((r.t, Fate::Crash)),
                 Event::Removed { .. } => Some((r.t, Fate::Removed)),
+                Event::Diverged { .. } => Some((r.t, Fate::Diverged)),
                 Event::Left { .. } => Some((r.t, Fate::Left)),
                 _ => None,
             });

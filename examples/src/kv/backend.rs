@@ -49,9 +49,24 @@ pub struct NodeStatus {
     pub position: u64,
     /// This replica's role (e.g. `coordinator`, `member`, `joining`).
     pub role: String,
-    /// `primary` (a serving member of the primary component), `minority`
-    /// (blocked) or `none` (joining, receiving the state, or stopped).
+    /// Primary-component policy: `primary` (a serving member of the
+    /// primary component), `minority` (blocked) or `none` (joining,
+    /// receiving the state, or stopped). Partitionable policy: `serving`
+    /// (a serving member of its side: every side serves) or `none`.
     pub partition: String,
+    /// The partition policy: `primary` (primary component) or
+    /// `partitionable`.
+    pub partition_policy: String,
+    /// Times this replica's side of a partition lost a merge (its history
+    /// since the split was discarded).
+    pub divergences: u64,
+    /// Writes those lost merges certainly discarded (at least this many:
+    /// a replicated command not kept in the discard journal counts as
+    /// one).
+    pub discarded_writes: u64,
+    /// The last lost merge, in plain words (`view=... split=...
+    /// position=... winner=... discarded=...`), if any.
+    pub last_divergence: Option<String>,
     /// Keys stored (expired-but-not-purged included).
     pub keys: u64,
     /// The position of the last checkpoint written or loaded, if any.
@@ -109,6 +124,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     /// The address the replicas' traffic is served on, if any.
     fn group_addr(&self) -> Option<std::net::SocketAddr>;
+
+    /// The fault-injection switch (`DEBUG CUT` / `DEBUG HEAL`), if this
+    /// node allows it (`--fault-injection`). None by default.
+    fn faults(&self) -> Option<vsync_net::Faults> {
+        None
+    }
 }
 
 /// An unreplicated, in-process data set.
@@ -160,8 +181,10 @@ impl Backend for Standalone {
             position,
             role: "standalone".into(),
             partition: "none".into(),
+            partition_policy: "none".into(),
             keys,
             last_checkpoint: None,
+            ..NodeStatus::default()
         }
     }
 

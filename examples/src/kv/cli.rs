@@ -60,6 +60,20 @@ pub enum DurabilityArg {
     Logged,
 }
 
+/// What a split cluster does (see docs/PROTOCOL.md, "Partitions").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PartitionPolicyArg {
+    /// Only a side holding a majority of the last view goes on; the others
+    /// refuse writes (MINORITY) until the heal. No acknowledged write is
+    /// ever lost.
+    Primary,
+    /// Every side goes on and accepts writes. After the heal the sides
+    /// merge: the larger side wins (then the lowest node id), and the
+    /// writes the other sides took since the split are discarded (logged
+    /// and counted in INFO).
+    Partitionable,
+}
+
 /// Where reads are served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReadsArg {
@@ -149,6 +163,19 @@ pub struct NodeArgs {
     /// `vsync_rsm::ReplicaConfig::max_transfer`).
     #[arg(long, default_value_t = 16 << 30)]
     pub max_transfer: u64,
+    /// What the cluster does when it splits: `primary` (a minority side
+    /// refuses writes; nothing acknowledged is lost) or `partitionable`
+    /// (every side accepts writes; after the heal the losing side's writes
+    /// since the split are discarded, logged and counted). Give every
+    /// replica the same policy.
+    #[arg(long, value_enum, default_value = "primary")]
+    pub partition_policy: PartitionPolicyArg,
+    /// Accept `DEBUG CUT <node>...` (drop all traffic between this replica
+    /// and those nodes) and `DEBUG HEAL` from Redis clients, to make
+    /// partitions on purpose. For tests and demos only: anyone who can
+    /// reach the RESP port can then cut the replica off.
+    #[arg(long)]
+    pub fault_injection: bool,
 }
 
 impl NodeArgs {
@@ -446,6 +473,16 @@ fn status(a: &StatusArgs) -> Result<(), String> {
     );
     println!("position  {} commands applied", get("position"));
     println!("role      {}", get("role"));
-    println!("partition {}", get("partition"));
+    println!(
+        "partition {} (policy {})",
+        get("partition"),
+        get("partition_policy")
+    );
+    println!(
+        "diverged  {} times, {} writes discarded; last: {}",
+        get("divergences"),
+        get("discarded_writes"),
+        get("last_divergence")
+    );
     Ok(())
 }

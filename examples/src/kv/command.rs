@@ -74,6 +74,12 @@ pub enum Request {
     Info(Section),
     /// `DEBUG DIGEST`.
     DebugDigest,
+    /// `DEBUG CUT node...`: drop all traffic between this replica and
+    /// those nodes (fault injection; only on a node started with
+    /// `--fault-injection`).
+    DebugCut(Vec<u64>),
+    /// `DEBUG HEAL`: undo every `DEBUG CUT`.
+    DebugHeal,
     /// `QUIT`.
     Quit,
     /// `SELECT 0` (only database 0 exists).
@@ -131,7 +137,7 @@ impl Request {
             Request::FlushDb => "flushdb",
             Request::Keys(_) => "keys",
             Request::Info(_) => "info",
-            Request::DebugDigest => "debug",
+            Request::DebugDigest | Request::DebugCut(_) | Request::DebugHeal => "debug",
             Request::Quit => "quit",
             Request::Select => "select",
             Request::ConfigGet => "config",
@@ -253,9 +259,25 @@ pub fn parse(args: &[Bytes]) -> Result<Request, String> {
             need(n >= 1)?;
             if rest[0].eq_ignore_ascii_case(b"digest") && n == 1 {
                 Request::DebugDigest
+            } else if rest[0].eq_ignore_ascii_case(b"heal") && n == 1 {
+                Request::DebugHeal
+            } else if rest[0].eq_ignore_ascii_case(b"cut") && n >= 2 {
+                let mut nodes = Vec::with_capacity(n - 1);
+                for a in &rest[1..] {
+                    match std::str::from_utf8(a)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                    {
+                        Some(id) => nodes.push(id),
+                        None => {
+                            return Err(format!("ERR DEBUG CUT takes node ids, not '{}'", show(a)));
+                        }
+                    }
+                }
+                Request::DebugCut(nodes)
             } else {
                 return Err(format!(
-                    "ERR unknown subcommand '{}'. Try DEBUG DIGEST.",
+                    "ERR unknown subcommand '{}'. Try DEBUG DIGEST, DEBUG CUT <node>... or DEBUG HEAL.",
                     show(&rest[0])
                 ));
             }
@@ -506,6 +528,27 @@ mod tests {
         );
         assert!(parse(&args("INCR k")).unwrap().is_write());
         assert!(!parse(&args("GET k")).unwrap().is_write());
+    }
+
+    #[test]
+    fn debug_fault_injection() {
+        assert_eq!(
+            parse(&args("DEBUG CUT 4 5")),
+            Ok(Request::DebugCut(vec![4, 5]))
+        );
+        assert_eq!(parse(&args("debug heal")), Ok(Request::DebugHeal));
+        assert!(
+            parse(&args("DEBUG CUT x"))
+                .unwrap_err()
+                .contains("node ids")
+        );
+        assert!(
+            parse(&args("DEBUG CUT"))
+                .unwrap_err()
+                .contains("unknown subcommand")
+        );
+        assert!(!parse(&args("DEBUG HEAL")).unwrap().is_write());
+        assert!(!parse(&args("DEBUG CUT 2")).unwrap().reads_data());
     }
 
     #[test]

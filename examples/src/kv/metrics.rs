@@ -173,6 +173,18 @@ impl Metrics {
         );
         counter(
             &mut o,
+            "vsync_kv_divergences_total",
+            "Times this replica's side of a partition lost a merge (partitionable policy).",
+            status.divergences as f64,
+        );
+        counter(
+            &mut o,
+            "vsync_kv_discarded_writes_total",
+            "Writes discarded by lost partition merges (partitionable policy).",
+            status.discarded_writes as f64,
+        );
+        counter(
+            &mut o,
             "vsync_kv_connections_total",
             "RESP connections accepted.",
             self.connections_total.load(Relaxed) as f64,

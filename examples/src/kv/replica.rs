@@ -8,10 +8,17 @@
 //! only after `Replica::execute` returned, i.e. after the command was
 //! delivered in the group's total order and applied here (and logged, in
 //! Logged durability).
+//!
+//! Partitions: the node runs the partition policy of `--partition-policy`.
+//! Under `partitionable`, when this replica's side loses the merge after a
+//! heal, [`KvMachine::on_discard`] logs every write it discards (a warning
+//! line each, up to [`LOGGED_DISCARDS`], then a count) and counts them for
+//! `INFO` (`vsync_discarded_writes`); the replica then takes the winner's
+//! data set by transfer.
 
 use crate::kv::backend::{Backend, BackendError, BackendMetrics, NodeStatus};
-use crate::kv::cli::{DurabilityArg, NodeArgs};
-use crate::kv::machine::{Entry, KvCommand, KvStore, WriteResult};
+use crate::kv::cli::{DurabilityArg, NodeArgs, PartitionPolicyArg};
+use crate::kv::machine::{Entry, KvCommand, KvStore, WriteOp, WriteResult};
 use bytes::Bytes;
 use imbl::OrdMap;
 use std::net::SocketAddr;
@@ -19,15 +26,19 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use vsync_core::engine::PartitionPolicy;
 use vsync_rsm::{
-    Durability, Replica, ReplicaConfig, RestoreError, Role, RsmError, SnapshotImage, Start,
-    StateMachine,
+    Divergence, DivergenceInfo, Durability, Replica, ReplicaConfig, RestoreError, Role, RsmError,
+    SnapshotImage, Start, StateMachine,
 };
 
 /// Entries per snapshot chunk (a chunk also ends past [`CHUNK_BYTES`]).
 const CHUNK_ENTRIES: usize = 1024;
 /// Target size of a snapshot chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
+/// At most this many discarded writes are logged one per line after a lost
+/// merge; the rest are counted in one line.
+pub const LOGGED_DISCARDS: u64 = 100;
 
 /// The key-value data set as a replicated state machine.
 #[derive(Debug, Default)]
@@ -37,6 +48,9 @@ pub struct KvMachine {
     keys: Arc<AtomicU64>,
     /// Keys with an expiry, readable likewise (the purge task reads it).
     expiring: Arc<AtomicU64>,
+    /// Writes discarded by lost partition merges (not replicated state:
+    /// it survives the restore that follows a lost merge).
+    discarded: Arc<AtomicU64>,
 }
 
 impl KvMachine {
@@ -46,7 +60,13 @@ impl KvMachine {
             store: KvStore::new(),
             keys,
             expiring: Arc::new(AtomicU64::new(0)),
+            discarded: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The published count of writes discarded by lost partition merges.
+    pub fn discarded_counter(&self) -> Arc<AtomicU64> {
+        self.discarded.clone()
     }
 
     /// The published count of keys with an expiry.
@@ -142,6 +162,104 @@ impl StateMachine for KvMachine {
         self.publish();
         Ok(())
     }
+
+    /// Logs and counts the writes this replica discards because its side
+    /// lost the partition merge (see the module documentation).
+    fn on_discard(&mut self, d: &Divergence<KvCommand>) {
+        let n = log_discarded(d);
+        self.discarded.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Logs what a lost merge discards; returns the number of writes certainly
+/// discarded (a command no longer in the journal counts as one).
+pub fn log_discarded(d: &Divergence<KvCommand>) -> u64 {
+    let info = d.info();
+    tracing::warn!(
+        "this replica's side of the partition lost the merge to view {}: {}",
+        info.winner,
+        describe_divergence(&info)
+    );
+    let mut writes = 0u64;
+    let mut listed_cmds = 0u64;
+    for x in d.certain() {
+        listed_cmds += 1;
+        for op in &x.command.ops {
+            if matches!(op, WriteOp::PurgeExpired) {
+                continue;
+            }
+            writes += 1;
+            if writes <= LOGGED_DISCARDS {
+                tracing::warn!(
+                    "discarded write (lost the partition merge): {} (position {}, view {})",
+                    describe_op(op),
+                    x.position,
+                    x.view
+                );
+            }
+        }
+    }
+    if writes > LOGGED_DISCARDS {
+        tracing::warn!(
+            "... and {} more discarded writes (not listed)",
+            writes - LOGGED_DISCARDS
+        );
+    }
+    let unlisted = info.discarded.saturating_sub(listed_cmds);
+    if unlisted > 0 {
+        tracing::warn!(
+            "{unlisted} more discarded commands were no longer in the discard journal (not listed)"
+        );
+        writes += unlisted;
+    }
+    if info.uncertain > 0 {
+        tracing::warn!(
+            "{} commands applied in the split view itself may or may not survive (those delivered before the partition are in the winner's data set too); the winner's data set decides",
+            info.uncertain
+        );
+    }
+    writes
+}
+
+/// A divergence in plain words, for `INFO` and the log.
+pub fn describe_divergence(i: &DivergenceInfo) -> String {
+    let opt = |p: Option<u64>| p.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+    format!(
+        "view={} split={} position={} winner={} discarded={} uncertain={}",
+        i.view,
+        i.split
+            .map_or_else(|| "unknown".to_string(), |s| s.to_string()),
+        opt(i.position),
+        i.winner,
+        i.discarded,
+        i.uncertain
+    )
+}
+
+/// One write, for the log (keys and values cut to 64 bytes).
+fn describe_op(op: &WriteOp) -> String {
+    let show = |b: &[u8]| {
+        let s: String = String::from_utf8_lossy(b).chars().take(64).collect();
+        format!("{s:?}")
+    };
+    match op {
+        WriteOp::Set { key, value, .. } => format!("SET {} {}", show(key), show(value)),
+        WriteOp::Del(keys) => format!(
+            "DEL {}",
+            keys.iter().map(|k| show(k)).collect::<Vec<_>>().join(" ")
+        ),
+        WriteOp::IncrBy(k, by) => format!("INCRBY {} {by}", show(k)),
+        WriteOp::MSet(pairs) => format!(
+            "MSET {}",
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{} {}", show(k), show(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        WriteOp::FlushDb => "FLUSHDB".into(),
+        WriteOp::PurgeExpired => "(expiry purge)".into(),
+    }
 }
 
 /// A [`Backend`] on a running replica.
@@ -151,6 +269,9 @@ pub struct KvReplica {
     node: u64,
     listen: SocketAddr,
     keys: Arc<AtomicU64>,
+    discarded: Arc<AtomicU64>,
+    policy: PartitionPolicy,
+    faults: Option<vsync_net::Faults>,
 }
 
 impl KvReplica {
@@ -195,6 +316,12 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
     net.security = a.security()?;
     net.engine =
         vsync_core::Config::with_suspect_timeout(a.suspect_timeout_ms.saturating_mul(1000));
+    let policy = match a.partition_policy {
+        PartitionPolicyArg::Primary => PartitionPolicy::PrimaryComponent,
+        PartitionPolicyArg::Partitionable => PartitionPolicy::Partitionable,
+    };
+    net.engine.policy = policy;
+    let faults = a.fault_injection.then(|| net.faults.clone());
     let mut cfg = ReplicaConfig::new(net);
     std::fs::create_dir_all(&a.data)
         .map_err(|e| format!("cannot create the data directory {}: {e}", a.data.display()))?;
@@ -217,6 +344,7 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
     let keys = Arc::new(AtomicU64::new(0));
     let machine = KvMachine::new(keys.clone());
     let expiring = machine.expiring_counter();
+    let discarded = machine.discarded_counter();
     let replica = Replica::start(cfg, machine)
         .await
         .map_err(|e| format!("cannot start the replica: {e}"))?;
@@ -226,6 +354,9 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
         node: a.id,
         listen,
         keys,
+        discarded,
+        policy,
+        faults,
     })
 }
 
@@ -275,10 +406,15 @@ impl Backend for KvReplica {
     fn status(&self) -> NodeStatus {
         let st = self.replica.status();
         // "primary" only once the replica serves (a member with its state),
-        // not while it still receives the state.
+        // not while it still receives the state. Under the partitionable
+        // policy every side serves: "serving".
+        let serving = matches!(st.role, Role::Member | Role::Coordinator | Role::Donor);
+        let partitionable = self.policy == PartitionPolicy::Partitionable;
         let partition = if st.blocked {
             "minority"
-        } else if matches!(st.role, Role::Member | Role::Coordinator | Role::Donor) {
+        } else if serving && partitionable {
+            "serving"
+        } else if serving {
             "primary"
         } else {
             "none"
@@ -293,6 +429,15 @@ impl Backend for KvReplica {
             partition: partition.into(),
             keys: self.keys.load(Ordering::Relaxed),
             last_checkpoint: st.last_checkpoint,
+            partition_policy: if partitionable {
+                "partitionable"
+            } else {
+                "primary"
+            }
+            .into(),
+            divergences: self.replica.metrics().divergences,
+            discarded_writes: self.discarded.load(Ordering::Relaxed),
+            last_divergence: st.last_divergence.as_ref().map(describe_divergence),
         }
     }
 
@@ -319,6 +464,10 @@ impl Backend for KvReplica {
 
     fn group_addr(&self) -> Option<SocketAddr> {
         Some(self.listen)
+    }
+
+    fn faults(&self) -> Option<vsync_net::Faults> {
+        self.faults.clone()
     }
 }
 

@@ -485,6 +485,11 @@ fn encode_read(store: &KvStore, req: &Request, now: u64, out: &mut BytesMut) {
     }
 }
 
+/// The reply to `DEBUG CUT`/`DEBUG HEAL` on a node that does not allow
+/// fault injection.
+const FAULTS_OFF: &str =
+    "ERR fault injection is off: start the node with --fault-injection (tests and demos only)";
+
 /// Answers a request that touches no data. Returns true for `QUIT`.
 fn immediate<B: Backend>(ctx: &Ctx<B>, req: &Request, out: &mut BytesMut) -> bool {
     match req {
@@ -505,6 +510,27 @@ fn immediate<B: Backend>(ctx: &Ctx<B>, req: &Request, out: &mut BytesMut) -> boo
             return true;
         }
         Request::Select | Request::Client => resp::simple(out, "OK"),
+        Request::DebugCut(nodes) => match ctx.backend.faults() {
+            Some(f) => {
+                for n in nodes {
+                    f.cut(vsync_core::NodeId(*n));
+                }
+                tracing::warn!(
+                    ?nodes,
+                    "DEBUG CUT: all traffic to and from these nodes is dropped"
+                );
+                resp::simple(out, "OK");
+            }
+            None => resp::error(out, FAULTS_OFF),
+        },
+        Request::DebugHeal => match ctx.backend.faults() {
+            Some(f) => {
+                f.heal_all();
+                tracing::warn!("DEBUG HEAL: every cut link restored");
+                resp::simple(out, "OK");
+            }
+            None => resp::error(out, FAULTS_OFF),
+        },
         Request::ConfigGet | Request::Command => resp::array_header(out, 0),
         _ => resp::error(out, "ERR internal: not an immediate command"),
     }
@@ -542,7 +568,7 @@ pub fn info_text(
     if want("vsync") {
         let _ = write!(
             o,
-            "# Vsync\r\nvsync_node:{}\r\nvsync_pid:{}\r\nvsync_view:{}\r\nvsync_members:{}\r\nvsync_member_count:{}\r\nvsync_position:{}\r\nvsync_role:{}\r\nvsync_partition:{}\r\nvsync_last_checkpoint:{}\r\nvsync_state_transfer_received_bytes:{}\r\nvsync_state_transfer_sent_bytes:{}\r\nvsync_checkpoints:{}\r\nvsync_commands_processed:{}\r\n\r\n",
+            "# Vsync\r\nvsync_node:{}\r\nvsync_pid:{}\r\nvsync_view:{}\r\nvsync_members:{}\r\nvsync_member_count:{}\r\nvsync_position:{}\r\nvsync_role:{}\r\nvsync_partition:{}\r\nvsync_partition_policy:{}\r\nvsync_divergences:{}\r\nvsync_discarded_writes:{}\r\nvsync_last_divergence:{}\r\nvsync_last_checkpoint:{}\r\nvsync_state_transfer_received_bytes:{}\r\nvsync_state_transfer_sent_bytes:{}\r\nvsync_checkpoints:{}\r\nvsync_commands_processed:{}\r\n\r\n",
             st.node,
             st.pid,
             st.view.as_deref().unwrap_or("none"),
@@ -551,6 +577,10 @@ pub fn info_text(
             st.position,
             st.role,
             st.partition,
+            st.partition_policy,
+            st.divergences,
+            st.discarded_writes,
+            st.last_divergence.as_deref().unwrap_or("none"),
             st.last_checkpoint
                 .map_or_else(|| "none".to_string(), |p| p.to_string()),
             repl.state_transfer_bytes_received,

@@ -34,16 +34,34 @@ impl Drop for Node {
 /// releasing it, so another process may take it in between (rare; the
 /// failed attempt's error is on stderr).
 pub fn spawn(id: u64, data: PathBuf, seeds: &[SocketAddr], extra: &[&str]) -> Node {
-    match try_spawn(id, data.clone(), seeds, extra) {
+    spawn_logged(id, data, seeds, extra, None)
+}
+
+/// Like [`spawn`], with the node's standard error (its log) appended to
+/// `log` instead of the test's.
+pub fn spawn_logged(
+    id: u64,
+    data: PathBuf,
+    seeds: &[SocketAddr],
+    extra: &[&str],
+    log: Option<&std::path::Path>,
+) -> Node {
+    match try_spawn(id, data.clone(), seeds, extra, log) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("node {id}: {e}; retrying once");
-            try_spawn(id, data, seeds, extra).unwrap_or_else(|e| panic!("node {id}: {e}"))
+            try_spawn(id, data, seeds, extra, log).unwrap_or_else(|e| panic!("node {id}: {e}"))
         }
     }
 }
 
-fn try_spawn(id: u64, data: PathBuf, seeds: &[SocketAddr], extra: &[&str]) -> Result<Node, String> {
+fn try_spawn(
+    id: u64,
+    data: PathBuf,
+    seeds: &[SocketAddr],
+    extra: &[&str],
+    log: Option<&std::path::Path>,
+) -> Result<Node, String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vsync-kv"));
     cmd.args([
         "node",
@@ -63,10 +81,19 @@ fn try_spawn(id: u64, data: PathBuf, seeds: &[SocketAddr], extra: &[&str]) -> Re
     if !extra.contains(&"--key") {
         cmd.arg("--insecure");
     }
+    let stderr = match log {
+        None => Stdio::inherit(),
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(Stdio::from)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+    };
     cmd.args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
     let mut child = cmd.spawn().expect("spawn vsync-kv");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();

@@ -56,7 +56,8 @@ fn usage(msg: &str) -> ! {
     eprintln!("vsync-node: {msg}");
     eprintln!(
         "usage: vsync-node --node N [--listen ADDR] [--seed ADDR]... [--group G] \
-         [--history FILE] [--suspect-ms MS] [--inc INC] [--found] (--key FILE | --insecure)\n\
+         [--history FILE] [--suspect-ms MS] [--inc INC] [--found] [--advertise ADDR] \
+         [--max-peer-queue BYTES] (--key FILE | --insecure)\n\
          \x20      vsync-node --keygen FILE"
     );
     std::process::exit(2)

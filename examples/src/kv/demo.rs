@@ -2,13 +2,18 @@
 //! as separate processes on loopback with temporary data directories, and
 //! narrates: writes, a kill -9 of a replica (the new view), a new replica
 //! joining by state transfer, a checkpoint and a restart from it, and equal
-//! state digests at the end.
+//! state digests. Then two more clusters of five, one per partition policy,
+//! are split 2|3 side by side (`DEBUG CUT`, `--fault-injection`) and
+//! healed: the primary-component minority refuses writes and loses
+//! nothing; under the partitionable policy both sides take writes, their
+//! data differ, and the smaller side's writes are discarded at the merge
+//! (the demo lists them from that replica's log).
 //!
 //! Guarantees: every process it starts is killed when the demo ends, fails
 //! or is interrupted (a Drop guard per child; Ctrl-C reaches the children
 //! too, being in the same process group); the temporary directory is
 //! removed unless `--keep`; every wait is bounded, so it ends by itself
-//! (normally in 10–20 s).
+//! (normally in 20–30 s).
 
 use crate::kv::cli::{DemoArgs, RespConn};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -116,12 +121,25 @@ fn step(n: u32, title: &str, fast: bool) {
 /// The demo's cluster key, generated in its directory.
 const KEY_FILE: &str = "cluster.key";
 
-/// Starts `vsync-kv node` for replica `id`.
+/// Starts `vsync-kv node` for replica `id` of the main cluster.
 fn start(id: u64, dir: &Path, seeds: &[SocketAddr]) -> Result<Proc, String> {
+    start_as(id, dir, seeds, "replica", &[])
+}
+
+/// Starts `vsync-kv node` for replica `id`; its data, log (and, for the
+/// main cluster, history) files are named `<name>-<id>` in `dir`; `extra`
+/// are more arguments.
+fn start_as(
+    id: u64,
+    dir: &Path,
+    seeds: &[SocketAddr],
+    name: &str,
+    extra: &[&str],
+) -> Result<Proc, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
-    let data: PathBuf = dir.join(format!("replica-{id}"));
+    let data: PathBuf = dir.join(format!("{name}-{id}"));
     let log =
-        std::fs::File::create(dir.join(format!("replica-{id}.log"))).map_err(|e| e.to_string())?;
+        std::fs::File::create(dir.join(format!("{name}-{id}.log"))).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
     cmd.args([
         "node",
@@ -134,14 +152,17 @@ fn start(id: u64, dir: &Path, seeds: &[SocketAddr]) -> Result<Proc, String> {
     ])
     .arg("--data")
     .arg(&data)
-    .arg("--history")
-    .arg(dir.join(format!("replica-{id}.jsonl")))
     .args(["--suspect-timeout-ms", "400"])
     .arg("--key")
     .arg(dir.join(KEY_FILE))
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::from(log));
+    if name == "replica" {
+        cmd.arg("--history")
+            .arg(dir.join(format!("replica-{id}.jsonl")));
+    }
+    cmd.args(extra);
     for s in seeds {
         cmd.args(["--seed", &s.to_string()]);
     }
@@ -165,7 +186,7 @@ fn start(id: u64, dir: &Path, seeds: &[SocketAddr]) -> Result<Proc, String> {
     });
     let line = rx.recv_timeout(Duration::from_secs(15)).map_err(|_| {
         format!(
-            "replica {id} did not start (see {}/replica-{id}.log)",
+            "replica {id} did not start (see {}/{name}-{id}.log)",
             dir.display()
         )
     })?;
@@ -400,7 +421,9 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
         return Err("the digests differ: please report this as a bug".into());
     }
 
-    step(7, "Clean up", a.fast);
+    let (primary, partitionable) = partition_step(&dir, a.fast)?;
+
+    step(8, "Clean up", a.fast);
     let sp = spinner("stopping the replicas (SIGTERM)");
     let mut all = vec![r1, r2b, r4];
     for p in all.iter_mut().rev() {
@@ -410,6 +433,9 @@ pub fn run(a: DemoArgs) -> Result<(), String> {
     drop(all);
     drop(r2);
     drop(r3);
+    // The partition clusters are throwaway: killed.
+    drop(primary);
+    drop(partitionable);
     write_timeline(&dir, a.keep);
     if a.keep {
         let kept = tmp.keep();
@@ -455,5 +481,247 @@ fn write_timeline(dir: &Path, keep: bool) {
             t.violations.len()
         ),
         Err(e) => println!("     no timeline: {e}"),
+    }
+}
+
+/// Waits until `p` serves in a view of `n` (either policy).
+fn wait_serving(p: &Proc, n: usize) -> Result<(), String> {
+    wait(
+        Duration::from_secs(20),
+        &format!("replica {} to serve in a view of {n}", p.id),
+        || {
+            p.info("member_count") == n.to_string()
+                && matches!(p.info("partition").as_str(), "primary" | "serving")
+        },
+    )
+}
+
+/// Starts a cluster of five replicas running `policy`, cut-able with
+/// `DEBUG CUT`.
+fn start_split_cluster(dir: &Path, policy: &str) -> Result<Vec<Proc>, String> {
+    let group = format!("demo-{policy}");
+    let extra = [
+        "--group",
+        &group,
+        "--partition-policy",
+        policy,
+        "--fault-injection",
+    ];
+    let first = start_as(1, dir, &[], policy, &extra)?;
+    wait_serving(&first, 1)?;
+    let seed = first.listen;
+    let mut ps = vec![first];
+    for id in 2..=5 {
+        ps.push(start_as(id, dir, &[seed], policy, &extra)?);
+    }
+    for p in &ps {
+        wait_serving(p, 5)?;
+    }
+    Ok(ps)
+}
+
+/// A reply in a few words.
+fn said(r: Result<String, String>) -> String {
+    match r {
+        Ok(v) if v.is_empty() => "(nil)".into(),
+        Ok(v) => format!("{v:?}"),
+        Err(e) => format!("refused ({})", e.split(' ').next().unwrap_or("error")),
+    }
+}
+
+/// The discarded writes listed in a replica's log.
+fn discarded_in_log(path: &Path) -> Vec<String> {
+    const MARK: &str = "discarded write (lost the partition merge): ";
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(MARK).map(|(_, w)| w.to_string()))
+        .collect()
+}
+
+/// Step 7: the same 2|3 partition under both policies, side by side.
+/// Returns the two clusters (killed by the caller).
+fn partition_step(dir: &Path, fast: bool) -> Result<(Vec<Proc>, Vec<Proc>), String> {
+    step(
+        7,
+        "The same partition under both policies: why virtual synchrony is not consensus",
+        fast,
+    );
+    println!("     Two more clusters of five replicas, one per --partition-policy:");
+    println!(
+        "       primary        only a side holding a majority of the last view goes on (the default)"
+    );
+    println!(
+        "       partitionable  every side goes on; after the heal the larger side wins and the others' writes are discarded"
+    );
+    let sp = spinner("starting 2 x 5 replicas");
+    let pc = start_split_cluster(dir, "primary")?;
+    let pt = start_split_cluster(dir, "partitionable")?;
+    for c in [&pc, &pt] {
+        c[2].call(&["SET", "color", "green"])?;
+    }
+    for c in [&pc, &pt] {
+        wait(Duration::from_secs(5), "color everywhere", || {
+            c.iter()
+                .all(|p| p.call(&["GET", "color"]).is_ok_and(|v| v == "green"))
+        })?;
+    }
+    sp.finish_and_clear();
+    println!(
+        "     Both clusters hold color = \"green\". Now each is cut in two: replicas 1 and 2 | replicas 3, 4 and 5 (DEBUG CUT)."
+    );
+    for c in [&pc, &pt] {
+        for p in &c[..2] {
+            p.call(&["DEBUG", "CUT", "3", "4", "5"])?;
+        }
+        for p in &c[2..] {
+            p.call(&["DEBUG", "CUT", "1", "2"])?;
+        }
+    }
+    let sp = spinner("waiting for each side to notice the other is gone (0.4 s suspicion timeout)");
+    for p in &pc[..2] {
+        wait(
+            Duration::from_secs(20),
+            "the primary cluster's side of 2 to block",
+            || p.info("partition") == "minority",
+        )?;
+    }
+    wait_serving(&pc[2], 3)?;
+    wait_serving(&pt[0], 2)?;
+    wait_serving(&pt[1], 2)?;
+    wait_serving(&pt[2], 3)?;
+    sp.finish_and_clear();
+    for (name, c) in [("primary", &pc), ("partitionable", &pt)] {
+        let small = c[0].call(&["SET", "color", "red"]);
+        let small2 = c[0].call(&["SET", "note", "written on the side of 2"]);
+        let big = c[2].call(&["SET", "color", "blue"]);
+        println!(
+            "     {name:<14} replica 1 (side of 2): SET color red -> {}; SET note ... -> {}",
+            said(small),
+            said(small2)
+        );
+        println!(
+            "     {:<14} replica 3 (side of 3): SET color blue -> {}",
+            "",
+            said(big)
+        );
+    }
+    for (name, c) in [("primary", &pc), ("partitionable", &pt)] {
+        wait(Duration::from_secs(5), "the side of 2 to agree", || {
+            c[0].info("position") == c[1].info("position")
+        })?;
+        println!(
+            "     {name:<14} GET color: {} on the side of 2, {} on the side of 3; digests {} | {}",
+            said(c[0].call(&["GET", "color"])),
+            said(c[2].call(&["GET", "color"])),
+            short(c[0].call(&["DEBUG", "DIGEST"])),
+            short(c[2].call(&["DEBUG", "DIGEST"]))
+        );
+    }
+    println!(
+        "     primary: the side of 2 still answers reads from the state it had, but takes no writes: its data is an"
+    );
+    println!(
+        "     earlier state of the majority's. partitionable: the two sides took different writes; two histories now give"
+    );
+    println!("     different answers to the same question, at the same time.");
+
+    println!("     The links come back (DEBUG HEAL).");
+    for c in [&pc, &pt] {
+        for p in c.iter() {
+            p.call(&["DEBUG", "HEAL"])?;
+        }
+    }
+    let sp = spinner("the sides find each other and become one group again");
+    for c in [&pc, &pt] {
+        for p in c.iter() {
+            wait_serving(p, 5)?;
+        }
+    }
+    wait(
+        Duration::from_secs(10),
+        "the smaller side to report the lost merge",
+        || pt[0].info("divergences") != "0",
+    )?;
+    for c in [&pc, &pt] {
+        wait(Duration::from_secs(15), "equal positions", || {
+            let pos: Vec<String> = c.iter().map(|p| p.info("position")).collect();
+            pos.iter().all(|x| *x == pos[0])
+        })?;
+    }
+    sp.finish_and_clear();
+    let digests = |c: &[Proc]| -> Vec<String> {
+        c.iter()
+            .map(|p| short(p.call(&["DEBUG", "DIGEST"])))
+            .collect()
+    };
+    let dpc = digests(&pc);
+    let dpt = digests(&pt);
+    println!(
+        "     primary        replicas 1 and 2 were left out while the majority went on, then rejoined and took its data:"
+    );
+    println!(
+        "                    GET color -> {} everywhere; they had acknowledged no write during the split, so nothing acknowledged is lost.",
+        said(pc[0].call(&["GET", "color"]))
+    );
+    println!(
+        "     partitionable  the side of 3 won the merge (more members); replicas 1 and 2 discarded their history since the split"
+    );
+    println!(
+        "                    and took the winner's data. Replica 1 reports it: INFO vsync_discarded_writes:{} vsync_last_divergence:{}",
+        pt[0].info("discarded_writes"),
+        pt[0].info("last_divergence")
+    );
+    let listed = discarded_in_log(&dir.join("partitionable-1.log"));
+    println!("                    and its log lists the writes it threw away:");
+    for w in listed.iter().take(5) {
+        println!("                      {w}");
+    }
+    println!(
+        "                    GET color -> {} everywhere, GET note -> {}: writes that were acknowledged with OK are gone.",
+        said(pt[0].call(&["GET", "color"])),
+        said(pt[0].call(&["GET", "note"]))
+    );
+    let equal = |d: &[String]| d.iter().all(|x| *x == d[0]);
+    println!(
+        "     Digests after the heal: primary {} ({}), partitionable {} ({}).",
+        dpc[0],
+        if equal(&dpc) {
+            "all five equal"
+        } else {
+            "DIFFERENT"
+        },
+        dpt[0],
+        if equal(&dpt) {
+            "all five equal"
+        } else {
+            "DIFFERENT"
+        }
+    );
+    if !equal(&dpc) || !equal(&dpt) || listed.is_empty() {
+        return Err(
+            "the partition step did not end as it should: please report this as a bug".into(),
+        );
+    }
+    println!(
+        "     In plain words: consensus (and the primary-component policy) never acknowledges a write it may have to undo,"
+    );
+    println!(
+        "     so a side without a majority stops. Virtual synchrony promises that everyone in a view sees the same history;"
+    );
+    println!(
+        "     under the partitionable policy each side of a partition is its own view with its own history, both answer"
+    );
+    println!(
+        "     clients, and at the merge only the winner's history survives: the rest is reported, not kept."
+    );
+    Ok((pc, pt))
+}
+
+/// A digest reply cut to 12 characters.
+fn short(r: Result<String, String>) -> String {
+    match r {
+        Ok(d) => d.chars().take(12).collect(),
+        Err(_) => "?".into(),
     }
 }

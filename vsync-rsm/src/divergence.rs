@@ -60,7 +60,8 @@ pub struct Divergence<C> {
     /// its whole state came from the losing side).
     pub position: Option<u64>,
     /// This replica's position when the split view began: up to it, its
-    /// history is certainly the winner's. The commands between it and
+    /// history is the winner's (the split view is the last one it shared
+    /// with a node of the winning side). The commands between it and
     /// [`Divergence::position`] were applied in the split view itself and
     /// may or may not be in the winner's history (see the module
     /// documentation). `None` if unknown.

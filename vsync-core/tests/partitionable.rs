@@ -186,19 +186,7 @@ fn partitionable_seeds_150_to_300() {
 }
 
 fn mutated(m: Mutations, max: u64) -> Vec<Guarantee> {
-    for seed in 0..max {
-        let opts = SimOptions {
-            size: Some(3 + (seed % 5) as usize),
-            mutations: m.clone(),
-            policy: Some(Policy::Partitionable),
-            ..SimOptions::default()
-        };
-        let r = sim::run(seed, &opts);
-        if !r.violations.is_empty() {
-            return r.violations.iter().map(|v| v.guarantee).collect();
-        }
-    }
-    Vec::new()
+    common::mutated_seeds(m, max, None, Some(Policy::Partitionable))
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! every run, liveness included. Also the mutation checks: each deliberate
 //! bug must be caught, so that a passing run means something.
 
+mod common;
+
 use vsync_core::Delivery;
 use vsync_core::checker::Guarantee;
 use vsync_core::engine::Mutations;
@@ -84,21 +86,7 @@ fn mutated(m: Mutations, max: u64) -> Vec<Guarantee> {
 
 /// Like [`mutated`], with the delivery modes forced.
 fn mutated_with(m: Mutations, max: u64, modes: Option<Vec<Delivery>>) -> Vec<Guarantee> {
-    let mut found = Vec::new();
-    for seed in 0..max {
-        let opts = SimOptions {
-            size: Some(3 + (seed % 5) as usize),
-            mutations: m.clone(),
-            modes: modes.clone(),
-            ..SimOptions::default()
-        };
-        let r = sim::run(seed, &opts);
-        found.extend(r.violations.iter().map(|v| v.guarantee));
-        if !found.is_empty() {
-            break;
-        }
-    }
-    found
+    common::mutated_seeds(m, max, modes, None)
 }
 
 #[test]

@@ -137,3 +137,29 @@ pub fn delivered(evs: &[AppEvent]) -> Vec<Bytes> {
         })
         .collect()
 }
+
+/// Runs up to `max` simulator seeds (group sizes 3 to 7) with the mutation
+/// `m`, the delivery modes and policy given (defaults otherwise), and
+/// returns the guarantees the first failing seed violated (empty if none
+/// did): the mutation tests' common loop.
+pub fn mutated_seeds(
+    m: vsync_core::engine::Mutations,
+    max: u64,
+    modes: Option<Vec<vsync_core::Delivery>>,
+    policy: Option<vsync_core::checker::Policy>,
+) -> Vec<vsync_core::checker::Guarantee> {
+    for seed in 0..max {
+        let opts = vsync_core::sim::SimOptions {
+            size: Some(3 + (seed % 5) as usize),
+            mutations: m.clone(),
+            modes: modes.clone(),
+            policy,
+            ..vsync_core::sim::SimOptions::default()
+        };
+        let r = vsync_core::sim::run(seed, &opts);
+        if !r.violations.is_empty() {
+            return r.violations.iter().map(|v| v.guarantee).collect();
+        }
+    }
+    Vec::new()
+}

@@ -3,13 +3,14 @@
 //!
 //! ```text
 //! cargo run -p vsync-rsm --release --example bench -- [execute|transfer|checkpoint|all]
-//!     [--secs 5] [--inflight 512] [--gib 1] [--entries 1000000]
+//!     [--secs 5] [--inflight 512] [--durability memory|logged] [--gib 1] [--entries 1000000]
 //! ```
 //!
 //! - `execute`: commands/s through `Replica::execute` with 3 replicas in
 //!   one process over loopback TCP, `--inflight` concurrent executes spread
 //!   over the replicas, in Memory and in Logged mode (sled, flushed before
-//!   acknowledgement).
+//!   acknowledgement; `--durability` picks one). `RUST_LOG=info` shows the
+//!   replicas' view changes.
 //! - `transfer`: a joiner receives a `--gib` GiB state (1 MiB pages shared
 //!   by `Arc`) while the group keeps serving; MB/s from the joiner's start
 //!   to its first view as a member with the state restored.
@@ -204,8 +205,10 @@ async fn execute(durability: Durability, secs: u64, inflight: usize) -> Res<()> 
                         done.fetch_add(1, Ordering::Relaxed);
                         lat.push(t.elapsed());
                     }
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("execute on replica {} failed: {e}", w % 3 + 1);
+                        }
                     }
                 }
                 k += inflight as u64;
@@ -338,6 +341,14 @@ fn checkpoint(entries: u64) -> Res<()> {
 
 #[tokio::main]
 async fn main() -> Res<()> {
+    // RUST_LOG=info shows the replicas' view changes (quiet by default).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let get = |k: &str, d: u64| {
         args.iter()
@@ -353,8 +364,16 @@ async fn main() -> Res<()> {
     let secs = get("--secs", 5);
     let inflight = get("--inflight", 512) as usize;
     if what == "execute" || what == "all" {
-        execute(Durability::Memory, secs, inflight).await?;
-        execute(Durability::Logged, secs, inflight).await?;
+        let only = args
+            .iter()
+            .position(|a| a == "--durability")
+            .and_then(|i| args.get(i + 1));
+        if only.is_none_or(|d| d == "memory") {
+            execute(Durability::Memory, secs, inflight).await?;
+        }
+        if only.is_none_or(|d| d == "logged") {
+            execute(Durability::Logged, secs, inflight).await?;
+        }
     }
     if what == "checkpoint" || what == "all" {
         checkpoint(get("--entries", 1_000_000))?;

@@ -1291,6 +1291,10 @@ impl<S: StateMachine> Task<S> {
                 _ if self.blocked => Role::Blocked,
                 Phase::Joining => Role::Joining,
                 Phase::Awaiting { .. } => Role::ReceivingState,
+                // Restored, but a Logged joiner serves only once the received
+                // state is on disk as the log's base (`refusal` says
+                // NotMember until then): say so rather than `Member`.
+                Phase::Member if self.needs_base || !self.core.readable() => Role::ReceivingState,
                 Phase::Member if self.core.recovering() => Role::Recovering,
                 Phase::Member if self.donors.values().any(|p| p.running.is_some()) => Role::Donor,
                 Phase::Member => {

@@ -13,7 +13,9 @@ pub enum Role {
     /// Asking to be admitted.
     #[default]
     Joining,
-    /// Admitted, waiting for (or receiving) the state from a donor.
+    /// Admitted, waiting for (or receiving) the state from a donor; in
+    /// `Logged` mode also while the received state is written to disk as
+    /// the base of the log (commands are refused with `NotMember` until then).
     ReceivingState,
     /// A member that serves commands.
     Member,

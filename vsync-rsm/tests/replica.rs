@@ -297,3 +297,53 @@ async fn a_removed_replica_rejoins_by_itself() {
     assert_eq!(pos, 100);
     assert!(ds.iter().all(|d| *d == ds[0]), "digests differ: {ds:?}");
 }
+
+/// A Logged joiner that reports itself serving accepts a command at once:
+/// its role stays "receiving state" until the received state is on disk as
+/// the base of its log (before, the status said `Member` while `execute`
+/// still answered `NotMember` for that moment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_joiner_serves_as_soon_as_it_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logged = |node: u64, addr, seeds, start| {
+        let mut c = config(node, addr, seeds, "rsm-logged-join", start);
+        c.durability = Durability::Logged;
+        c.data_dir = Some(dir.path().join(format!("n{node}")));
+        c
+    };
+    let a0 = free_port();
+    let founder = Replica::start(logged(1, a0, vec![], Start::Found), Pages::default())
+        .await
+        .expect("start");
+    wait(&founder, "membership", serving).await;
+    founder
+        .execute(PageCmd::Grow {
+            n: 2,
+            size: 4096,
+            seed: 3,
+        })
+        .await
+        .expect("grow");
+    for node in 2..=5u64 {
+        let j = Replica::start(
+            logged(node, free_port(), vec![a0], Start::Join),
+            Pages::default(),
+        )
+        .await
+        .expect("start joiner");
+        wait(&j, "the joiner serving", serving).await;
+        let r = j
+            .execute(PageCmd::Write {
+                page: 1,
+                offset: node as u32,
+                byte: node as u8,
+            })
+            .await;
+        assert!(
+            r.is_ok(),
+            "joiner {node} said it serves, then refused: {r:?}"
+        );
+        j.leave().await.expect("leave");
+        wait(&founder, "the joiner gone", |s| s.members.len() == 1).await;
+    }
+}

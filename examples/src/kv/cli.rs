@@ -263,7 +263,8 @@ pub fn server_config(a: &NodeArgs) -> ServerConfig {
     }
 }
 
-/// Runs one replica until SIGTERM or Ctrl-C, then leaves cleanly.
+/// Runs one replica until SIGTERM or Ctrl-C, then leaves cleanly (within
+/// [`LEAVE_DEADLINE`]; a second signal exits at once).
 pub async fn run_node(a: NodeArgs) -> Result<(), String> {
     if a.standalone {
         return serve_until_signal(a, Standalone::new()).await;
@@ -314,14 +315,30 @@ pub async fn serve_until_signal<B: Backend>(a: NodeArgs, backend: B) -> Result<(
         wait_for_signal().await;
         tracing::info!("signal received: finishing requests in flight, then leaving the group");
         let _ = tx.send(true);
+        // A second signal means "now": stop without the clean leave.
+        wait_for_signal().await;
+        eprintln!("second signal: exiting at once (the others will see a failure, not a leave)");
+        std::process::exit(130);
     });
     server::serve(resp, backend.clone(), server_config(&a), metrics, rx).await;
-    let left = backend.leave().await;
+    // However the leave goes, the process ends: a stuck leave must not keep
+    // a stopped node alive.
+    let left = tokio::time::timeout(LEAVE_DEADLINE, backend.leave()).await;
     if let Some(t) = http_task {
         let _ = t.await;
     }
-    left.map_err(|e| format!("could not leave the group cleanly: {e}"))
+    match left {
+        Ok(r) => r.map_err(|e| format!("could not leave the group cleanly: {e}")),
+        Err(_) => Err(format!(
+            "could not leave the group cleanly within {} s; exiting anyway (the others will \
+             remove this node as failed)",
+            LEAVE_DEADLINE.as_secs()
+        )),
+    }
 }
+
+/// How long a stopping node tries to leave cleanly before it exits anyway.
+const LEAVE_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
 async fn wait_for_signal() {

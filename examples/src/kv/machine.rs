@@ -196,6 +196,16 @@ impl KvStore {
                 cond,
                 expire,
             } => {
+                if cond == SetCond::Always && expire != Expire::Keep {
+                    // A plain SET needs nothing of the old entry: one
+                    // search of the map instead of two.
+                    let expire_at = match expire {
+                        Expire::At(t) => Some(t),
+                        _ => None,
+                    };
+                    self.insert(key, Entry { value, expire_at });
+                    return WriteResult::Ok;
+                }
                 let current = self.live(&key, now);
                 let ok = match cond {
                     SetCond::Always => true,

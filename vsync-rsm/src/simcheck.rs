@@ -25,7 +25,7 @@
 //!
 //! Use it on your own state machine with [`check_seed`] or
 //! [`check_seed_with`]; the crate's tests run it over hundreds of seeds,
-//! `cargo run -p vsync-rsm --release --example sim -- --seeds N
+//! `cargo run -p vsync-rsm --release --example rsm-sim -- --seeds N
 //! [--policy partitionable]` over more. [`SimMutation`] breaks the
 //! replica on purpose to show that the checks catch it.
 

@@ -4,7 +4,7 @@
 //! and the final view's members agree; under the partitionable policy the
 //! same per side, and after every merge the winner's state everywhere.
 //! More seeds:
-//! `cargo run -p vsync-rsm --release --example sim -- --seeds 10000 [--policy partitionable]`.
+//! `cargo run -p vsync-rsm --release --example rsm-sim -- --seeds 10000 [--policy partitionable]`.
 
 use vsync_core::engine::PartitionPolicy;
 use vsync_rsm::simcheck::{SimCheckOptions, SimMachine, SimMutation, check_seed, check_seed_with};
@@ -81,7 +81,7 @@ fn replicas_agree_across_simulated_seeds() {
         let r = check_seed(seed, Some((seed % 7) as usize + 1), machine());
         assert!(
             r.problems.is_empty(),
-            "seed {seed}: {:#?}\nreplay: cargo run -p vsync-rsm --release --example sim -- --seed {seed}",
+            "seed {seed}: {:#?}\nreplay: cargo run -p vsync-rsm --release --example rsm-sim -- --seed {seed}",
             r.problems
         );
         transfers += r.transfers;
@@ -149,7 +149,7 @@ fn partitionable(mutation: Option<SimMutation>) -> SimCheckOptions {
 /// its successor agree at every position, every divergence lists its
 /// discarded commands consistently, and the final view's members (rejoined
 /// losers included) hold one state. More seeds:
-/// `cargo run -p vsync-rsm --release --example sim -- --seeds 10000 --policy partitionable`.
+/// `cargo run -p vsync-rsm --release --example rsm-sim -- --seeds 10000 --policy partitionable`.
 #[test]
 fn partitionable_sides_merge_into_the_winners_state() {
     let (mut diverged, mut discarded, mut merged, mut cuts) = (0, 0, 0, 0);
@@ -161,7 +161,7 @@ fn partitionable_sides_merge_into_the_winners_state() {
         let r = check_seed_with(seed, &opts, machine());
         assert!(
             r.problems.is_empty(),
-            "seed {seed}: {:#?}\nreplay: cargo run -p vsync-rsm --release --example sim -- --seed {seed} --policy partitionable",
+            "seed {seed}: {:#?}\nreplay: cargo run -p vsync-rsm --release --example rsm-sim -- --seed {seed} --policy partitionable",
             r.problems
         );
         diverged += r.diverged;

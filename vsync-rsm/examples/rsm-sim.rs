@@ -2,10 +2,10 @@
 //! that their states agree (see `vsync_rsm::simcheck`).
 //!
 //! ```text
-//! cargo run -p vsync-rsm --release --example sim -- --seeds 10000 [--from 0]
-//! cargo run -p vsync-rsm --release --example sim -- --seed 42
-//! cargo run -p vsync-rsm --release --example sim -- --seeds 10000 --policy partitionable
-//! cargo run -p vsync-rsm --release --example sim -- --seeds 300 --policy partitionable --mutation keep-diverged-state
+//! cargo run -p vsync-rsm --release --example rsm-sim -- --seeds 10000 [--from 0]
+//! cargo run -p vsync-rsm --release --example rsm-sim -- --seed 42
+//! cargo run -p vsync-rsm --release --example rsm-sim -- --seeds 10000 --policy partitionable
+//! cargo run -p vsync-rsm --release --example rsm-sim -- --seeds 300 --policy partitionable --mutation keep-diverged-state
 //! ```
 //!
 //! With `--mutation`, the replica is broken on purpose: the run succeeds

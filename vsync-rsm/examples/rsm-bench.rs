@@ -2,7 +2,7 @@
 //! "Replicated state machines").
 //!
 //! ```text
-//! cargo run -p vsync-rsm --release --example bench -- [execute|transfer|checkpoint|all]
+//! cargo run -p vsync-rsm --release --example rsm-bench -- [execute|transfer|checkpoint|all]
 //!     [--secs 5] [--inflight 512] [--durability memory|logged] [--gib 1] [--entries 1000000]
 //! ```
 //!

@@ -143,6 +143,26 @@ fn partitionable(mutation: Option<SimMutation>) -> SimCheckOptions {
     }
 }
 
+/// Seed 64937 (found by the 100,000-seed run of 2026-11-25): a member of a
+/// losing side obeyed the winner's notice alone while its coordinator, which
+/// had itself told that side to go away, refused and installed a next view
+/// still listing it (a false removal notice). A side now decides through its
+/// acting coordinator.
+#[test]
+fn a_side_loses_a_merge_as_one_seed_64937() {
+    let seed = 64937;
+    let opts = SimCheckOptions {
+        size: Some((seed % 7) as usize + 1),
+        ..partitionable(None)
+    };
+    let r = check_seed_with(seed, &opts, machine());
+    assert!(r.problems.is_empty(), "seed {seed}: {:#?}", r.problems);
+    assert!(
+        r.diverged > 0,
+        "the seed no longer loses a merge: pick another"
+    );
+}
+
 /// Partitionable policy: every side goes on, the sides merge after the
 /// heal, and the losers take the winner's state. Over these seeds: every
 /// view starts from one state (the cut), replicas that share a view and

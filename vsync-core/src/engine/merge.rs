@@ -12,17 +12,23 @@
 //! process id; then the lower view id ([`beats`]). It is a strict total
 //! order on views, so two processes comparing the same pair of views agree.
 //!
-//! **The exchange.** A member that receives a probe from a side its own
-//! view beats answers with `MergeAway` (its own view) to every member of the
-//! probing side (again at most once per probe interval), and for a while
+//! **The exchange.** Each side speaks through its acting coordinator: a
+//! member that is not the coordinator passes probes and notices on to it.
+//! A coordinator that receives a probe from a side its own view beats
+//! answers with `MergeAway` (its own view) to every member of the probing
+//! side (again at most once per probe interval), and for a while
 //! (`4 x flush_timeout`) refuses to lose a merge to any view that holds one
-//! of the members it told. A member that receives `MergeAway` checks the
-//! rule again against its *current* view; if the sender's side still wins
-//! (and it holds no refusal against that side), it relays the notice to its
-//! view, tells the application that its history since the split is
+//! of the members it told. A coordinator that receives `MergeAway` checks
+//! the rule again against its *current* view; if the sender's side still
+//! wins (and it holds no refusal against that side), it relays the notice
+//! to its view, tells the application that its history since the split is
 //! discarded ([`AppEvent::Diverged`]), and leaves as if removed
 //! ([`AppEvent::Removed`]): it rejoins the winner as a new incarnation and
-//! gets the winner's state by transfer.
+//! gets the winner's state by transfer. The members do the same on their
+//! coordinator's relay, so the side goes as one (seed 64937 of the replica
+//! simulator showed a member that decided alone leave while its
+//! coordinator, holding a refusal, installed a next view that still listed
+//! it).
 //!
 //! The refusal is what keeps two sides from losing to each other when their
 //! views change while notices are in flight: a member that told a side to
@@ -149,9 +155,23 @@ impl Engine {
     }
 
     pub(super) fn on_merge_probe(&mut self, from: Pid, other: View) {
-        let Some(mine) = self.other_side(&other).filter(|_| other.contains(from)) else {
+        // From the probing side, or passed on by a member of this side.
+        let Some(mine) = self
+            .other_side(&other)
+            .filter(|mine| other.contains(from) || mine.contains(from))
+        else {
             return;
         };
+        if !self.i_coordinate() {
+            // Only the acting coordinator answers for the side, so that the
+            // refusal below is held where the side's decisions are made.
+            if other.contains(from)
+                && let Some(c) = self.acting_coordinator()
+            {
+                self.send(c, Message::MergeProbe { view: other });
+            }
+            return;
+        }
         if !beats(&mine, &other) {
             // The prober's side wins: it tells us when it hears our probe.
             return;
@@ -182,6 +202,26 @@ impl Engine {
         else {
             return;
         };
+        // The side goes as one, on its acting coordinator's decision: a
+        // member that decided alone could leave while its coordinator,
+        // holding a refusal, stays and installs a view that still lists it.
+        let coord = self.acting_coordinator();
+        if coord != Some(self.pid) {
+            if coord == Some(from) {
+                if beats(&winner, &mine) && !self.mutations.merge_never {
+                    let split = self.split_from(&winner);
+                    self.emit(AppEvent::Diverged {
+                        view: mine.id,
+                        split,
+                        winner,
+                    });
+                    self.become_removed();
+                }
+            } else if let Some(c) = coord {
+                self.send(c, Message::MergeAway { winner });
+            }
+            return;
+        }
         // A side this process told to go away cannot make it go (their
         // notices may cross ours).
         let told_them =
@@ -192,7 +232,7 @@ impl Engine {
             return;
         }
         // The notice goes to the rest of the side first, so that the side
-        // goes as one even if the winner's notice reached only this member.
+        // goes as one.
         let others = self.others();
         self.send_many(
             others,

@@ -131,22 +131,6 @@ pub enum Message {
         view: ViewId,
         /// The suspected members.
         pids: Vec<Pid>,
-        /// Those of `pids` its transport reported unreachable (a closed
-        /// connection and a refused reconnect): believed at once, where a
-        /// suspicion from silence alone is weighed against what the
-        /// receiver hears itself.
-        confirmed: Vec<Pid>,
-    },
-    /// A member passes on an accusation it does not believe (`accuser`
-    /// says it cannot hear `pids`, which the sender hears) to its acting
-    /// coordinator, which decides which side of the broken link goes.
-    Relay {
-        /// The view.
-        view: ViewId,
-        /// Who cannot hear them.
-        accuser: Pid,
-        /// Whom the accuser cannot hear.
-        pids: Vec<Pid>,
     },
     /// Phase 1 of a flush: stop sending in `old` and report your state.
     FlushStart {
@@ -259,7 +243,6 @@ impl Message {
             Message::JoinRequest { .. } => "join",
             Message::LeaveRequest { .. } => "leave",
             Message::Suspect { .. } => "suspect",
-            Message::Relay { .. } => "relay",
             Message::FlushStart { .. } => "flush-start",
             Message::FlushState { .. } => "flush-state",
             Message::FlushReject { .. } => "flush-reject",

@@ -59,7 +59,7 @@ fn garbage(rng: &mut ChaCha8Rng, real: ViewId) -> Message {
         leavers: vec![pid(rng)],
         transfers: vec![(pid(rng), pid(rng))],
     };
-    match rng.random_range(0..18) {
+    match rng.random_range(0..17) {
         0 => Message::Data {
             view,
             first_seq: num(rng),
@@ -87,11 +87,6 @@ fn garbage(rng: &mut ChaCha8Rng, real: ViewId) -> Message {
         5 => Message::Suspect {
             view,
             pids: vec![pid(rng)],
-            confirmed: if rng.random() {
-                vec![pid(rng)]
-            } else {
-                Vec::new()
-            },
         },
         6 => Message::FlushStart { old: view, ballot },
         7 => Message::FlushState {
@@ -133,11 +128,6 @@ fn garbage(rng: &mut ChaCha8Rng, real: ViewId) -> Message {
         },
         14 => Message::InstallAck { new: view },
         15 => Message::Probe { view },
-        16 => Message::Relay {
-            view,
-            accuser: pid(rng),
-            pids: vec![pid(rng); rng.random_range(0..4)],
-        },
         _ => Message::NotMember { view },
     }
 }

@@ -31,9 +31,8 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use vsync_core::{Message, Pid};
 
-/// The wire format version this crate speaks (2 since 2026-11-25: `Suspect`
-/// carries the confirmed suspicions, and `Relay` exists).
-pub const VERSION: u8 = 2;
+/// The wire format version this crate speaks.
+pub const VERSION: u8 = 1;
 
 /// The default largest frame accepted or sent (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;

@@ -240,38 +240,7 @@ impl Engine {
             // Evidently reachable, even if its ballot is too low: a stale
             // suspicion of a more senior member would make this process
             // compete with it for ever.
-            self.unsuspect(from);
-            // Follow only the acting coordinator while it is heard: a
-            // proposer that cannot hear it (a deaf member, one end of a
-            // broken link) would otherwise freeze the group in ballots it
-            // cannot finish. The coordinator runs a flush of its own
-            // instead (the proposer follows it if it hears it, and is
-            // removed if it does not); anyone else tells the coordinator.
-            if let Some(coord) = self.acting_coordinator()
-                && coord != from
-                && self.hears(coord)
-            {
-                if coord == self.pid {
-                    if self.prop.is_none()
-                        || self.prop.as_ref().is_some_and(|p| {
-                            matches!(p.stage, Stage::Blocked { .. }) || p.ballot < ballot
-                        })
-                    {
-                        self.prop = None;
-                        self.start_flush();
-                    }
-                } else {
-                    self.send(
-                        coord,
-                        Message::Relay {
-                            view: old,
-                            accuser: from,
-                            pids: vec![coord],
-                        },
-                    );
-                }
-                return;
-            }
+            self.suspects.remove(&from);
             if self.part.promised.is_some_and(|p| ballot < p) {
                 let promised = self.part.promised.unwrap_or(ballot);
                 self.send(from, Message::FlushReject { old, promised });
@@ -284,7 +253,7 @@ impl Engine {
             self.part.promised = Some(ballot);
             self.part.since = self.now;
             // Evidently reachable: a flush it runs is one to follow.
-            self.unsuspect(from);
+            self.suspects.remove(&from);
             let report = Box::new(self.report());
             self.send(
                 from,
@@ -626,7 +595,7 @@ impl Engine {
                 return;
             }
             self.freeze();
-            self.unsuspect(from);
+            self.suspects.remove(&from);
             self.accept(ballot, proposal, payloads);
             self.send(from, Message::PrepareAck { old, ballot });
             return;
@@ -989,7 +958,6 @@ impl Engine {
                     // Probe everyone again: the partition may have healed.
                     self.prop = None;
                     self.suspects.clear();
-                    self.confirmed.clear();
                     self.start_flush();
                 }
             }

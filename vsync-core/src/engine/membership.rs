@@ -8,17 +8,8 @@
 //! for a view change; they go to the *acting coordinator* (the most senior
 //! member this process does not suspect), which runs the flush. A member
 //! that suspects every member senior to it acts as coordinator itself.
-//! A member that another member cannot hear is removed, so that a one-way
-//! link never stalls the group; but which end of the link goes is decided
-//! by what the receiver of the suspicion hears itself. A suspicion from
-//! silence of a member the receiver heard within two heartbeat intervals
-//! is not adopted: the receiver keeps the member it hears and, if it
-//! coordinates, removes the accuser instead (if not, it relays the
-//! accusation to its acting coordinator, [`Message::Relay`]). A member that
-//! cannot hear anyone (a throttled process, a NIC dropping what comes in)
-//! is thus removed by the healthy members instead of taking one of them
-//! with it. Suspicions the transport confirmed (connection refused) are
-//! always believed, so a crash is still handled at once.
+//! Suspicion is trusted: a member that another member cannot hear is
+//! removed, so that a one-way link never stalls the group.
 
 use super::{AppEvent, Engine, Phase};
 use crate::id::{Pid, ViewId};
@@ -38,22 +29,6 @@ impl Engine {
 
     pub(super) fn i_coordinate(&self) -> bool {
         self.acting_coordinator() == Some(self.pid)
-    }
-
-    /// Whether `pid` was heard within two heartbeat intervals: positive,
-    /// fresh evidence that it is alive and its messages reach this process.
-    pub(super) fn hears(&self, pid: Pid) -> bool {
-        pid == self.pid
-            || self
-                .last_heard
-                .get(&pid)
-                .is_some_and(|t| self.now <= t.saturating_add(2 * self.config.heartbeat_interval))
-    }
-
-    /// Stops suspecting `pid` (it was evidently heard).
-    pub(super) fn unsuspect(&mut self, pid: Pid) {
-        self.suspects.remove(&pid);
-        self.confirmed.remove(&pid);
     }
 
     /// Suspects `pid` (a member of the current view) and acts on it.
@@ -89,15 +64,7 @@ impl Engine {
         }
         self.last_forward = self.now;
         let pids = self.suspects.iter().copied().collect();
-        let confirmed = self.confirmed.iter().copied().collect();
-        self.send(
-            coord,
-            Message::Suspect {
-                view,
-                pids,
-                confirmed,
-            },
-        );
+        self.send(coord, Message::Suspect { view, pids });
     }
 
     /// Periodic: suspect silent members, repeat forwarded suspicions.
@@ -124,13 +91,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_suspect(
-        &mut self,
-        from: Pid,
-        view: ViewId,
-        pids: Vec<Pid>,
-        confirmed: Vec<Pid>,
-    ) {
+    pub(super) fn on_suspect(&mut self, from: Pid, view: ViewId, pids: Vec<Pid>) {
         if self.phase != Phase::Member {
             return;
         }
@@ -143,80 +104,11 @@ impl Engine {
         if !vs.view.contains(from) {
             return;
         }
-        let n = vs.view.members.len();
-        let mut believed = Vec::new();
-        let mut doubted = Vec::new();
-        for p in pids.into_iter().take(n) {
-            if p == self.pid || !vs.view.contains(p) || self.suspects.contains(&p) {
-                continue;
-            }
-            if confirmed.iter().take(n).any(|c| *c == p) || !self.hears(p) {
-                believed.push(p);
-            } else {
-                doubted.push(p);
-            }
-        }
         let mut changed = false;
-        for p in believed {
-            changed |= self.suspects.insert(p);
-        }
-        if !doubted.is_empty() {
-            changed |= self.judge(from, doubted);
-        }
-        if changed {
-            self.membership_changed();
-        }
-    }
-
-    /// `accuser` says it cannot hear `accused`, which this process hears.
-    /// The acting coordinator keeps the members it hears and removes the
-    /// accuser; anyone else passes the accusation on to it. Returns whether
-    /// this process now suspects someone new.
-    fn judge(&mut self, accuser: Pid, accused: Vec<Pid>) -> bool {
-        if self.i_coordinate() {
-            return self.suspects.insert(accuser);
-        }
-        if let (Some(coord), Some(view)) = (self.acting_coordinator(), self.current_view_id()) {
-            self.send(
-                coord,
-                Message::Relay {
-                    view,
-                    accuser,
-                    pids: accused,
-                },
-            );
-        }
-        false
-    }
-
-    /// An accusation passed on by `from` (see [`Engine::judge`]): only the
-    /// acting coordinator acts on it, and only once (no further relaying).
-    pub(super) fn on_relay(&mut self, from: Pid, view: ViewId, accuser: Pid, pids: Vec<Pid>) {
-        if self.phase != Phase::Member || self.current_view_id() != Some(view) {
-            return;
-        }
-        let Some(vs) = self.vs.as_ref() else { return };
-        if !vs.view.contains(from) || !vs.view.contains(accuser) || accuser == self.pid {
-            return;
-        }
-        if !self.i_coordinate() {
-            return;
-        }
-        let n = vs.view.members.len();
-        let mut changed = false;
-        let mut keep_accused = false;
-        for p in pids.into_iter().take(n) {
-            if !vs.view.contains(p) {
-                continue;
-            }
-            if self.hears(p) {
-                keep_accused = true;
-            } else {
+        for p in pids.into_iter().take(vs.view.members.len()) {
+            if p != self.pid && vs.view.contains(p) {
                 changed |= self.suspects.insert(p);
             }
-        }
-        if keep_accused {
-            changed |= self.suspects.insert(accuser);
         }
         if changed {
             self.membership_changed();

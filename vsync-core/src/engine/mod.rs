@@ -228,8 +228,6 @@ pub struct Engine {
     // failure detection and membership
     last_heard: HashMap<Pid, u64>,
     suspects: BTreeSet<Pid>,
-    /// Of `suspects`, those the transport reported unreachable.
-    confirmed: BTreeSet<Pid>,
     last_heartbeat: u64,
     pending_joins: BTreeSet<Pid>,
     pending_leaves: BTreeSet<Pid>,
@@ -284,7 +282,6 @@ impl Engine {
             ack_due: false,
             last_heard: HashMap::new(),
             suspects: BTreeSet::new(),
-            confirmed: BTreeSet::new(),
             last_heartbeat: 0,
             pending_joins: BTreeSet::new(),
             pending_leaves: BTreeSet::new(),
@@ -450,9 +447,6 @@ impl Engine {
     /// once instead of after the heartbeat timeout.
     pub fn suspect(&mut self, now: u64, pid: Pid) {
         self.now = now;
-        if self.vs.as_ref().is_some_and(|vs| vs.view.contains(pid)) {
-            self.confirmed.insert(pid);
-        }
         self.add_suspect(pid);
     }
 
@@ -493,16 +487,7 @@ impl Engine {
             Message::Nack { view, data, order } => self.on_nack(from, view, data, order),
             Message::JoinRequest { joiner } => self.on_join_request(joiner),
             Message::LeaveRequest { view } => self.on_leave_request(from, view),
-            Message::Suspect {
-                view,
-                pids,
-                confirmed,
-            } => self.on_suspect(from, view, pids, confirmed),
-            Message::Relay {
-                view,
-                accuser,
-                pids,
-            } => self.on_relay(from, view, accuser, pids),
+            Message::Suspect { view, pids } => self.on_suspect(from, view, pids),
             Message::FlushStart { old, ballot } => self.on_flush_start(from, old, ballot),
             Message::FlushState {
                 old,
@@ -1007,7 +992,6 @@ impl Engine {
         self.prop = None;
         // The new view was agreed with its members: suspicion starts afresh.
         self.suspects.clear();
-        self.confirmed.clear();
         self.pending_joins.retain(|p| !view.contains(*p));
         self.pending_leaves.retain(|p| view.contains(*p));
         self.nack_at.clear();

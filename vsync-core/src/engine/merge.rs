@@ -209,13 +209,7 @@ impl Engine {
         if coord != Some(self.pid) {
             if coord == Some(from) {
                 if beats(&winner, &mine) && !self.mutations.merge_never {
-                    let split = self.split_from(&winner);
-                    self.emit(AppEvent::Diverged {
-                        view: mine.id,
-                        split,
-                        winner,
-                    });
-                    self.become_removed();
+                    self.lose_merge(&mine, winner);
                 }
             } else if let Some(c) = coord {
                 self.send(c, Message::MergeAway { winner });
@@ -240,6 +234,12 @@ impl Engine {
                 winner: winner.clone(),
             },
         );
+        self.lose_merge(&mine, winner);
+    }
+
+    /// This side lost to `winner`: report what is discarded, then leave as
+    /// if removed (the application rejoins).
+    fn lose_merge(&mut self, mine: &View, winner: View) {
         let split = self.split_from(&winner);
         self.emit(AppEvent::Diverged {
             view: mine.id,

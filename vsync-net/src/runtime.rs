@@ -400,21 +400,11 @@ impl Runtime {
                 }
                 Wake::Cmd(cmd) => {
                     self.on_cmd(cmd);
-                    for _ in 1..BATCH {
-                        match self.cmds.try_recv() {
-                            Ok(cmd) => self.on_cmd(cmd),
-                            Err(_) => break,
-                        }
-                    }
+                    self.take_ready();
                 }
                 Wake::Inbound(inb) => {
                     self.on_inbound(inb);
-                    for _ in 1..BATCH {
-                        match self.inbound.try_recv() {
-                            Ok(inb) => self.on_inbound(inb),
-                            Err(_) => break,
-                        }
-                    }
+                    self.take_ready();
                 }
                 Wake::Timer => self.engine.handle_timeout(now_micros()),
                 Wake::Gossip => {
@@ -428,6 +418,28 @@ impl Runtime {
             }
         }
         self.finish(graceful);
+    }
+
+    /// Takes the commands and messages already waiting (up to [`BATCH`]
+    /// inputs in all, which the backlog bounds count on), so that one
+    /// engine step answers all of them: one data message for many
+    /// multicasts, one acknowledgement for many messages.
+    fn take_ready(&mut self) {
+        let mut budget = BATCH - 1;
+        while budget > 0 {
+            match self.cmds.try_recv() {
+                Ok(cmd) => self.on_cmd(cmd),
+                Err(_) => break,
+            }
+            budget -= 1;
+        }
+        while budget > 0 {
+            match self.inbound.try_recv() {
+                Ok(inb) => self.on_inbound(inb),
+                Err(_) => break,
+            }
+            budget -= 1;
+        }
     }
 
     fn members(&self) -> Vec<Pid> {

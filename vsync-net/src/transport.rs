@@ -828,9 +828,18 @@ async fn session(shared: &Shared, mut conn: Conn, rx: &mut Queue) -> SessionEnd 
         };
         let cut = shared.faults.drops_outbound(conn.remote.node);
         append(shared, &mut buf, conn.remote, first, cut);
+        let mut yielded = false;
         while buf.len() < MAX_COALESCE {
             match rx.try_recv() {
                 Some(item) => append(shared, &mut buf, conn.remote, item, cut),
+                // Once, let the tasks that are ready run first (the engine
+                // may be about to queue more for this peer): under load
+                // one write carries more; idle, nothing else is ready and
+                // this costs one poll.
+                None if !yielded => {
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                }
                 None => break,
             }
         }

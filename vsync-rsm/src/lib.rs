@@ -67,6 +67,7 @@ pub mod simcheck;
 mod status;
 pub mod store;
 pub mod transfer;
+pub mod wal;
 pub mod wire;
 
 pub use config::{Durability, ReplicaConfig, Start};

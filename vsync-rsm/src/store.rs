@@ -1,5 +1,5 @@
-//! The local store (a sled database in [`crate::ReplicaConfig::data_dir`]):
-//! checkpoints and the durable command log.
+//! The local store in [`crate::ReplicaConfig::data_dir`]: checkpoints (a
+//! sled database) and the durable command log ([`crate::wal`]).
 //!
 //! **Checkpoints** are complete or absent. A checkpoint is written into the
 //! slot the current one does not use (trees `ckpt0`/`ckpt1`: one chunk per
@@ -10,15 +10,17 @@
 //! chunk sequence are verified while the chunks are restored; a torn or
 //! corrupted checkpoint is reported in plain words and not used.
 //!
-//! **The log** (tree `log`, Logged mode) holds each delivered batch that
-//! contains commands, keyed by the position before it (big-endian, so in
-//! order). It is flushed before the batch's commands are acknowledged, and
-//! truncated after each checkpoint (batches wholly at or below the
-//! checkpoint's position are removed; the one straddling it is kept and
-//! replay skips what the checkpoint already holds).
+//! **The log** (Logged mode, [`Wal`]) holds each delivered batch that
+//! contains commands, with the position before it. It is flushed before
+//! the batch's commands are acknowledged, and truncated after each
+//! checkpoint (only batches wholly at or below the checkpoint's position
+//! are removed; one straddling it is kept and replay skips what the
+//! checkpoint already holds). A log left by an older version in the
+//! database's `log` tree is moved into the [`Wal`] when the store opens.
 
 use crate::error::{RestoreError, RsmError};
 use crate::machine::SnapshotImage;
+use crate::wal::Wal;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -52,11 +54,11 @@ pub struct Written {
     pub took: Duration,
 }
 
-/// The store of one replica (cheap to clone: sled handles).
+/// The store of one replica (cheap to clone: shared handles).
 #[derive(Clone, Debug)]
 pub struct Store {
     db: sled::Db,
-    log: sled::Tree,
+    wal: Wal,
     path: PathBuf,
 }
 
@@ -71,10 +73,26 @@ impl Store {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()?;
-        let log = db.open_tree("log")?;
+        let wal = Wal::open(dir)?;
+        // A log written by an older version (a tree of the database):
+        // moved into the WAL, in order, made durable, then dropped.
+        let old = db.open_tree("log")?;
+        if !old.is_empty() {
+            for kv in old.iter() {
+                let (k, v) = kv?;
+                let key: [u8; 8] = k
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| RsmError::Storage("a log key is not 8 bytes".into()))?;
+                wal.append(u64::from_be_bytes(key), &v)?;
+            }
+            wal.flush()?;
+            old.clear()?;
+            db.flush()?;
+        }
         Ok(Store {
             db,
-            log,
+            wal,
             path: dir.to_path_buf(),
         })
     }
@@ -200,48 +218,28 @@ impl Store {
     /// Appends a delivered batch whose first command follows `first`
     /// (not yet durable: see [`Store::flush`]).
     pub fn append(&self, first: u64, payload: &[u8]) -> Result<(), RsmError> {
-        self.log.insert(first.to_be_bytes(), payload)?;
-        Ok(())
+        self.wal.append(first, payload)
     }
 
-    /// Makes every write so far durable (blocking).
+    /// Makes every log record appended so far durable (blocking).
     pub fn flush(&self) -> Result<(), RsmError> {
-        self.db.flush()?;
-        Ok(())
+        self.wal.flush()
     }
 
     /// The logged batches in order: (position before the batch, payload).
-    pub fn log_entries(&self) -> impl Iterator<Item = Result<(u64, sled::IVec), RsmError>> + '_ {
-        self.log.iter().map(|kv| {
-            let (k, v) = kv?;
-            let key: [u8; 8] = k
-                .as_ref()
-                .try_into()
-                .map_err(|_| RsmError::Storage("a log key is not 8 bytes".into()))?;
-            Ok((u64::from_be_bytes(key), v))
-        })
+    pub fn log_entries(&self) -> impl Iterator<Item = Result<(u64, Vec<u8>), RsmError>> + '_ {
+        self.wal.entries()
     }
 
-    /// Removes the batches wholly at or below `position`.
+    /// Drops the log batches wholly at or below `position`.
     fn truncate_log(&self, position: u64) -> Result<(), RsmError> {
-        let keys: Vec<sled::IVec> = self
-            .log
-            .range(..=position.to_be_bytes())
-            .keys()
-            .collect::<Result<_, _>>()?;
-        // The last one may straddle the position: keep it.
-        if let Some((_, older)) = keys.split_last() {
-            for k in older {
-                self.log.remove(k)?;
-            }
-        }
-        Ok(())
+        self.wal.truncate(position)
     }
 
     /// Removes the checkpoint and the log (a new genesis).
     pub fn clear(&self) -> Result<(), RsmError> {
         self.db.remove(META_KEY)?;
-        self.log.clear()?;
+        self.wal.clear()?;
         for s in 0..2 {
             self.db.open_tree(slot_name(s))?.clear()?;
         }
@@ -315,6 +313,26 @@ mod tests {
     }
 
     #[test]
+    fn a_log_left_in_the_database_by_an_older_version_is_moved_to_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let old = db.open_tree("log").unwrap();
+            old.insert(10u64.to_be_bytes(), &b"b"[..]).unwrap();
+            old.insert(0u64.to_be_bytes(), &b"a"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let got: Vec<(u64, Vec<u8>)> = s.log_entries().map(|e| e.unwrap()).collect();
+        assert_eq!(got, vec![(0, b"a".to_vec()), (10, b"b".to_vec())]);
+        assert!(s.db.open_tree("log").unwrap().is_empty());
+        drop(s);
+        // Opened again: moved once, not twice.
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.log_entries().count(), 2);
+    }
+
+    #[test]
     fn the_log_is_truncated_at_checkpoints_keeping_the_straddling_batch() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
@@ -323,8 +341,13 @@ mod tests {
         }
         s.flush().unwrap();
         s.write_checkpoint(25, None, image()).unwrap();
-        let keys: Vec<u64> = s.log_entries().map(|e| e.unwrap().0).collect();
-        assert_eq!(keys, vec![20, 30]);
+        let keys = |s: &Store| s.log_entries().map(|e| e.unwrap().0).collect::<Vec<u64>>();
+        // The log goes by whole segments: the one holding 20 (straddling
+        // 25) and 30 stays; the next checkpoint starts a new one.
+        assert_eq!(keys(&s), vec![0, 10, 20, 30]);
+        s.append(40, &[40]).unwrap();
+        s.write_checkpoint(45, None, image()).unwrap();
+        assert_eq!(keys(&s), vec![40]);
         s.clear().unwrap();
         assert!(load(&s).unwrap().is_none());
         assert_eq!(s.log_entries().count(), 0);

@@ -20,9 +20,8 @@ use crate::kv::backend::{Backend, BackendError, BackendMetrics, NodeStatus};
 use crate::kv::cli::{DurabilityArg, NodeArgs, PartitionPolicyArg};
 use crate::kv::machine::{Entry, KvCommand, KvStore, WriteOp, WriteResult};
 use bytes::Bytes;
-use imbl::OrdMap;
+use imbl::HashMap;
 use std::net::SocketAddr;
-use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -87,44 +86,63 @@ impl KvMachine {
     }
 }
 
-/// A consistent image of the map, serialised chunk by chunk (cloning it
-/// is O(1): the map is persistent).
-#[derive(Clone, Debug)]
+/// A consistent image of the map, serialised chunk by chunk (taking it is
+/// O(1): the map is persistent).
+///
+/// The walk is a draining iterator over the image's own handle on the map:
+/// it copies each trie node once as it passes (the live map still shares
+/// them), so it holds no borrow, needs no key list, and uses memory for
+/// one path of nodes. The walk's order is fixed by the map's structure, so
+/// a clone restarts it and skips what was already taken.
 pub struct KvImage {
-    map: OrdMap<Bytes, Entry>,
-    /// The last key already serialised.
-    after: Option<Bytes>,
-    done: bool,
+    map: HashMap<Bytes, Entry>,
+    /// The walk, started on the first chunk.
+    walk: Option<imbl::hashmap::ConsumingIter<(Bytes, Entry), imbl::shared_ptr::DefaultSharedPtr>>,
+    /// Entries already serialised.
+    taken: usize,
+}
+
+impl Clone for KvImage {
+    fn clone(&self) -> Self {
+        KvImage {
+            map: self.map.clone(),
+            walk: None,
+            taken: self.taken,
+        }
+    }
 }
 
 impl SnapshotImage for KvImage {
     fn next_chunk(&mut self) -> Option<Vec<u8>> {
-        if self.done {
-            return None;
-        }
-        let lower = match &self.after {
-            None => Bound::Unbounded,
-            Some(k) => Bound::Excluded(k.clone()),
-        };
-        let mut part: Vec<(&Bytes, &Entry)> = Vec::new();
+        let skip = self.taken;
+        let map = &self.map;
+        let walk = self.walk.get_or_insert_with(|| {
+            let mut w = map.clone().into_iter();
+            if skip > 0 {
+                w.nth(skip - 1);
+            }
+            w
+        });
+        let mut part: Vec<(Bytes, Entry)> = Vec::new();
         let mut bytes = 0;
-        for (k, e) in self.map.range((lower, Bound::Unbounded)) {
+        for (k, e) in walk.by_ref() {
             bytes += k.len() + e.value.len() + 16;
             part.push((k, e));
             if part.len() >= CHUNK_ENTRIES || bytes >= CHUNK_BYTES {
                 break;
             }
         }
-        let Some((last, _)) = part.last() else {
-            self.done = true;
+        if part.is_empty() {
             return None;
-        };
-        let last = (*last).clone();
-        // Serialising owned Bytes/Entry values cannot fail with postcard.
+        }
+        self.taken += part.len();
+        // Serialising owned Bytes/Entry values cannot fail with postcard;
+        // were it to, the image ends (the receiver sees a short state and
+        // its checks fail) rather than the process.
         let chunk = postcard::to_stdvec(&part).ok();
-        self.after = Some(last);
         if chunk.is_none() {
-            self.done = true;
+            self.taken = self.map.len();
+            self.walk = Some(HashMap::new().into_iter());
         }
         chunk
     }
@@ -144,8 +162,8 @@ impl StateMachine for KvMachine {
     fn image(&self) -> KvImage {
         KvImage {
             map: self.store.map().clone(),
-            after: None,
-            done: false,
+            walk: None,
+            taken: 0,
         }
     }
 
@@ -494,6 +512,7 @@ mod tests {
             .collect();
         m.apply(KvCommand { now: 1, ops });
         let mut img = m.image();
+        let pristine = img.clone();
         // Writes after the image must not show up in it.
         m.apply(KvCommand {
             now: 1,
@@ -516,5 +535,15 @@ mod tests {
         orig.store = KvStore::from_entries(img.map.clone());
         assert_eq!(r.store.digest(), orig.store.digest());
         assert!(r.restore_chunk(&[0xff, 0xff, 0xff]).is_err());
+        // A clone of a partly taken image goes on where it stood.
+        let mut img = pristine;
+        let first = img.next_chunk().unwrap();
+        let mut rest = img.clone();
+        let mut all = vec![first];
+        while let Some(c) = rest.next_chunk() {
+            all.push(c);
+        }
+        assert_eq!(all, chunks);
+        assert_eq!(img.next_chunk().as_ref(), chunks.get(1));
     }
 }

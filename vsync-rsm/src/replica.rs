@@ -811,11 +811,7 @@ impl<S: StateMachine> Task<S> {
         }
         let path = store.path().to_path_buf();
         let r = tokio::task::spawn_blocking(move || store.clear()).await;
-        let err = match r {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(e.to_string()),
-        };
+        let err = blocking_error(r);
         match err {
             None => {
                 tracing::info!(dir = %path.display(), "local checkpoint and log of the discarded history erased");
@@ -1142,11 +1138,7 @@ impl<S: StateMachine> Task<S> {
         let Some(f) = self.flushing.pop_front() else {
             return;
         };
-        let err = match r {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(e.to_string()),
-        };
+        let err = blocking_error(r);
         match err {
             None => {
                 for (r, out) in f.acks {
@@ -1393,6 +1385,16 @@ async fn next_event(g: &mut Option<GroupHandle>) -> Option<Event> {
 }
 
 type CheckpointTask = JoinHandle<Result<Written, RsmError>>;
+
+/// Why a blocking store operation failed, if it did (its own error or
+/// the thread's).
+fn blocking_error(r: Result<Result<(), RsmError>, tokio::task::JoinError>) -> Option<String> {
+    match r {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    }
+}
 
 /// A log flush on a blocking thread and the replies it makes durable.
 struct Flushing<O> {

@@ -150,6 +150,10 @@ pub struct ReplicaCore<S: StateMachine> {
     /// Whether the machine holds a usable state (not a partial restore,
     /// not a discarded one).
     intact: bool,
+    /// Awaiting the state recovery chose (not a join's): a donor's answer
+    /// still saying "recovering" is stale (given before it decided) and
+    /// is ignored; asking again reaches it once it has decided.
+    awaiting_recovered: bool,
     /// Recently applied commands, for [`ReplicaCore::on_diverged`].
     journal: Journal,
 }
@@ -173,6 +177,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             reads: HashMap::new(),
             actions: Vec::new(),
             intact: true,
+            awaiting_recovered: false,
             journal: Journal::default(),
         }
     }
@@ -326,6 +331,7 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// This process must receive the state from `donor`.
     pub fn on_await_state(&mut self, donor: Pid, view: ViewId) {
         self.phase = Phase::Awaiting { donor, view };
+        self.awaiting_recovered = false;
         self.restore = None;
         if let Some(r) = &mut self.recovery {
             r.claims.clear();
@@ -524,6 +530,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                 view: vid,
             };
             self.restore = None;
+            self.awaiting_recovered = true;
         }
     }
 
@@ -539,6 +546,10 @@ impl<S: StateMachine> ReplicaCore<S> {
             return;
         }
         if let Some(expect) = recovering {
+            if self.awaiting_recovered {
+                // Answered before the donor decided: ask again later.
+                return;
+            }
             if !self.intact {
                 // No usable state of our own: take part with an empty one.
                 if let Err(e) = self.reset() {

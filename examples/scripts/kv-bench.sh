@@ -46,7 +46,7 @@ for mode in $MODES; do
   for i in 1 2 3; do
     seed=(); [ "$i" = 1 ] || seed=(--seed 127.0.0.1:17001)
     "$KV" node --id "$i" --listen "127.0.0.1:1700$i" --resp "127.0.0.1:1638$i" --data "$DIR/$mode-$i" \
-      --durability "$mode" "${seed[@]}" --insecure >"$DIR/$mode-$i.log" 2>&1 &
+      --durability "$mode" "${seed[@]}" --insecure --threads "${THREADS:-1}" >"$DIR/$mode-$i.log" 2>&1 &
     PIDS+=($!)
     [ "$i" = 1 ] && sleep 1
   done

@@ -680,3 +680,93 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::SnapshotImage;
+    use vsync_core::ViewId;
+
+    /// A counter: enough state to recover.
+    #[derive(Default)]
+    struct Count(u64);
+
+    #[derive(Clone)]
+    struct CountImage(Option<u64>);
+
+    impl SnapshotImage for CountImage {
+        fn next_chunk(&mut self) -> Option<Vec<u8>> {
+            self.0.take().map(|n| n.to_le_bytes().to_vec())
+        }
+    }
+
+    impl StateMachine for Count {
+        type Command = u64;
+        type Output = u64;
+        type Image = CountImage;
+        fn apply(&mut self, c: u64) -> u64 {
+            self.0 += c;
+            self.0
+        }
+        fn image(&self) -> CountImage {
+            CountImage(Some(self.0))
+        }
+        fn restore_begin(&mut self) {
+            self.0 = 0;
+        }
+        fn restore_chunk(&mut self, _: &[u8]) -> Result<(), crate::RestoreError> {
+            Ok(())
+        }
+    }
+
+    fn claim(origin: Pid, position: u64) -> Bytes {
+        encode_batch(&[Entry::Recover { origin, position }]).expect("encode")
+    }
+
+    /// A member admitted in the view where recovery decides may ask the
+    /// chosen holder for the state before the holder has decided; the
+    /// holder's stale answer ("the group is recovering") must not put it
+    /// back into recovery, or it waits for ever (seen in CI).
+    #[test]
+    fn a_stale_recovering_answer_does_not_undo_the_decision() {
+        let (n1, n2, n3) = (Pid::new(1, 1), Pid::new(2, 1), Pid::new(3, 1));
+        let v3 = ViewId {
+            epoch: 3,
+            installer: n1,
+        };
+        let mut c = ReplicaCore::new(n2, Count::default(), 5, Some(3));
+        c.on_view(View {
+            id: v3,
+            members: vec![n1, n3, n2],
+        });
+        // Admitted as a joiner: n3 donates and says the group recovers.
+        c.on_await_state(n3, v3);
+        c.state_begin(n3, v3, 9, Some(3));
+        assert!(c.recovering());
+        for (p, pos) in [(n1, 5), (n3, 9), (n2, 5)] {
+            c.on_deliver(claim(p, pos));
+        }
+        // Decided: n3's state, at 9; this member awaits it.
+        assert!(!c.recovering());
+        assert_eq!(
+            c.phase(),
+            Phase::Awaiting {
+                donor: n3,
+                view: v3
+            }
+        );
+        // n3's answer to a request it got before deciding: ignored.
+        c.state_begin(n3, v3, 9, Some(3));
+        assert!(!c.recovering(), "a stale answer restarted recovery");
+        assert_eq!(
+            c.phase(),
+            Phase::Awaiting {
+                donor: n3,
+                view: v3
+            }
+        );
+        // Asked again, n3 (decided) sends the state.
+        c.state_begin(n3, v3, 9, None);
+        assert!(c.restore.is_some());
+    }
+}

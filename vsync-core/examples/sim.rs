@@ -7,7 +7,8 @@
 //! Options: `--seeds N` (how many), `--start S` (first seed), `--seed S`
 //! (just one), `--size K` (force the group size), `--trace` (print the run),
 //! `--mutation NAME` (break the engine on purpose: flush-drops-unordered,
-//! deliver-unstable, ignore-quorum, causal-ignores-deps), `--threads T`,
+//! deliver-unstable, ignore-quorum, causal-ignores-deps, merge-never,
+//! split-guessed-from-members), `--threads T`,
 //! `--policy primary|partitionable`, `--modes fifo,causal,total,safe` (the
 //! delivery modes to draw from; otherwise drawn per seed).
 //! Exits non-zero if any seed violates a guarantee, and prints the command
@@ -63,6 +64,10 @@ fn parse() -> Result<Args, String> {
                 "deliver-unstable" => a.opts.mutations.deliver_unstable = true,
                 "ignore-quorum" => a.opts.mutations.ignore_quorum = true,
                 "causal-ignores-deps" => a.opts.mutations.causal_ignores_deps = true,
+                "merge-never" => a.opts.mutations.merge_never = true,
+                "split-guessed-from-members" => {
+                    a.opts.mutations.split_guessed_from_members = true;
+                }
                 other => return Err(format!("unknown mutation {other}")),
             },
             "--modes" => {

@@ -151,6 +151,10 @@ pub enum Guarantee {
     /// Every view (after a process's first) holds a quorum of the previous
     /// view.
     PrimaryComponent,
+    /// Partitionable policy: a process whose side lost a merge names as the
+    /// split a view it installed that a process of the winning view also
+    /// installed, and none of its later views was installed by one.
+    MergeReport,
 }
 
 impl Guarantee {
@@ -169,6 +173,7 @@ impl Guarantee {
             Guarantee::Integrity => "integrity",
             Guarantee::Liveness => "liveness",
             Guarantee::PrimaryComponent => "primary_component",
+            Guarantee::MergeReport => "merge_report",
         }
     }
 }
@@ -220,8 +225,9 @@ pub fn check_all(histories: &[History], opts: &CheckOptions) -> Vec<Violation> {
     if opts.liveness {
         out.extend(liveness(&a));
     }
-    if opts.policy == Policy::PrimaryComponent {
-        out.extend(primary_component(&a));
+    match opts.policy {
+        Policy::PrimaryComponent => out.extend(primary_component(&a)),
+        Policy::Partitionable => out.extend(merge_report(&a)),
     }
     out
 }
@@ -316,6 +322,18 @@ pub fn check_liveness(h: &[History]) -> Vec<Violation> {
     liveness(&Analysis::new(h))
 }
 
+/// Merge report (partitionable policy): a `Diverged { view, split, winner }`
+/// event names the process's last view; and a split it names is a view the
+/// process installed that some process that installed the winning view
+/// also installed (their histories really share it), while none of the
+/// process's views after the split was installed by such a process (it is
+/// the last one they share). A split of `None` (not known) passes; a loss
+/// to a view some of whose members' histories are missing is not judged.
+#[must_use]
+pub fn check_merge_report(h: &[History]) -> Vec<Violation> {
+    merge_report(&Analysis::new(h))
+}
+
 /// Primary component: whenever a process installs V right after P, V holds
 /// a quorum of P (counting as present the members of P that are in V and
 /// those that left the group cleanly from P).
@@ -398,6 +416,8 @@ struct Proc<'a> {
     left: Vec<ViewId>,
     /// When the process left or was removed (record times).
     ended_at: Vec<u64>,
+    /// `Diverged` events: its view, the split it named, the winner.
+    diverged: Vec<(ViewId, Option<ViewId>, ViewId)>,
     crashed: bool,
     /// A `Blocked` event after the last `Install` (or with no install): its
     /// time and view.
@@ -416,6 +436,7 @@ impl<'a> Proc<'a> {
             removed: Vec::new(),
             left: Vec::new(),
             ended_at: Vec::new(),
+            diverged: Vec::new(),
             crashed: false,
             blocked_at_end: None,
         };
@@ -500,7 +521,11 @@ impl<'a> Proc<'a> {
                 }
                 Event::Crash => p.crashed = true,
                 // A `Removed` record follows.
-                Event::Diverged { .. } => {}
+                Event::Diverged {
+                    view,
+                    split,
+                    winner,
+                } => p.diverged.push((*view, *split, *winner)),
             }
         }
         p
@@ -1666,6 +1691,86 @@ fn liveness(a: &Analysis<'_>) -> Vec<Violation> {
                 Some(bv),
                 None,
             );
+        }
+    }
+    out.v
+}
+
+fn merge_report(a: &Analysis<'_>) -> Vec<Violation> {
+    let mut out = Out::new(Guarantee::MergeReport);
+    let by_pid: HashMap<Pid, &Proc<'_>> = a.procs.iter().map(|p| (p.pid, p)).collect();
+    for p in &a.procs {
+        for &(view, split, winner) in &p.diverged {
+            if out.full() {
+                return out.v;
+            }
+            let Some(&end) = p.install_index.get(&view) else {
+                out.push(
+                    format!(
+                        "{} reports losing a merge in {view}, a view it never installed",
+                        p.pid
+                    ),
+                    vec![p.pid],
+                    Some(view),
+                    None,
+                );
+                continue;
+            };
+            let (Some(split), Some(&(w, _))) = (split, a.views.get(&winner)) else {
+                continue;
+            };
+            // Judged only with every listed winner's history; of them, those
+            // that installed the winning view (a listed joiner may have
+            // taken another side's welcome instead).
+            let listed: Option<Vec<&Proc<'_>>> =
+                w.members.iter().map(|m| by_pid.get(m).copied()).collect();
+            let Some(listed) = listed else { continue };
+            let winners: Vec<&Proc<'_>> = listed
+                .into_iter()
+                .filter(|q| q.install_index.contains_key(&winner))
+                .collect();
+            let shared = |v: ViewId| winners.iter().any(|q| q.install_index.contains_key(&v));
+            let Some(&start) = p.install_index.get(&split) else {
+                out.push(
+                    format!(
+                        "{} lost a merge to {winner} naming {split} as the split, a view it never installed",
+                        p.pid
+                    ),
+                    vec![p.pid],
+                    Some(split),
+                    None,
+                );
+                continue;
+            };
+            if !shared(split) {
+                out.push(
+                    format!(
+                        "{} lost a merge to {winner} naming {split} as the split, but no process that installed {winner} installed {split}",
+                        p.pid
+                    ),
+                    vec![p.pid],
+                    Some(split),
+                    None,
+                );
+                continue;
+            }
+            let later = p
+                .installs
+                .get(start + 1..=end)
+                .unwrap_or_default()
+                .iter()
+                .find(|v| shared(v.id));
+            if let Some(v) = later {
+                out.push(
+                    format!(
+                        "{} lost a merge to {winner} naming {split} as the split, but a process that installed {winner} also installed its later view {}",
+                        p.pid, v.id
+                    ),
+                    vec![p.pid],
+                    Some(split),
+                    None,
+                );
+            }
         }
     }
     out.v

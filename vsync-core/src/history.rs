@@ -74,8 +74,8 @@ pub enum Event {
     Diverged {
         /// Its last view (the losing side's).
         view: ViewId,
-        /// Its last view that also held a node of the winning side, if
-        /// remembered: where the two histories part.
+        /// The last view its history shares with the winner's, if both
+        /// remember one: where the two histories part.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         split: Option<ViewId>,
         /// The winning side's view.

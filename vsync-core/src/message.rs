@@ -229,6 +229,10 @@ pub enum Message {
     MergeAway {
         /// The winning side's view.
         winner: View,
+        /// The recent view ids of the winner's coordinator, oldest first:
+        /// the losers name the last of their views that is among them as
+        /// the view where the histories part.
+        history: Vec<ViewId>,
     },
 }
 

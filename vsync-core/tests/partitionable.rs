@@ -9,7 +9,7 @@ use common::Net;
 use vsync_core::checker::{Guarantee, Policy};
 use vsync_core::engine::Mutations;
 use vsync_core::sim::{self, SimOptions};
-use vsync_core::{AppEvent, Config, Pid, View};
+use vsync_core::{AppEvent, Config, Message, Pid, View};
 
 fn partitionable() -> Config {
     let mut c = Config::with_suspect_timeout(100_000);
@@ -205,6 +205,21 @@ fn checker_catches_sides_that_never_merge() {
 }
 
 #[test]
+fn checker_catches_a_split_guessed_from_the_members() {
+    let found = mutated(
+        Mutations {
+            split_guessed_from_members: true,
+            ..Mutations::default()
+        },
+        2000,
+    );
+    assert!(
+        found.contains(&Guarantee::MergeReport),
+        "a wrong split view went unnoticed: {found:?}"
+    );
+}
+
+#[test]
 fn checker_catches_unstable_delivery_on_one_side() {
     let found = mutated(
         Mutations {
@@ -241,4 +256,107 @@ fn checker_catches_a_side_whose_flush_forgets_messages() {
         )),
         "a broken flush went unnoticed under the partitionable policy: {found:?}"
     );
+}
+
+/// The first `Diverged` event in `evs`: (view, split).
+fn diverged(evs: &[AppEvent]) -> Option<(vsync_core::ViewId, Option<vsync_core::ViewId>)> {
+    evs.iter().find_map(|e| match e {
+        AppEvent::Diverged { view, split, .. } => Some((*view, *split)),
+        _ => None,
+    })
+}
+
+/// A loser's new incarnation can be admitted by both sides at once: its
+/// join request goes to every seed, and a member of its old side that did
+/// not hear the loss (the relay was lost) still runs a side of its own. It
+/// takes the first welcome; the other side lists it as a member until it
+/// goes. Seen with real processes (`kv_partition`, one event loop per
+/// node), both ways round:
+/// - it took the old side's welcome, then told the winning side's members
+///   that they were not in its (unrelated, higher-numbered) view, and the
+///   whole winning side left as if removed;
+/// - it took the winner's welcome, and when the old side lost the merge it
+///   named the view that had listed the new incarnation as the split, so
+///   it reported none of its writes as discarded.
+///
+/// `winner_first`: node 2's welcome is lost, so the new incarnation joins
+/// the winner.
+fn rejoiner_admitted_by_both_sides(winner_first: bool) {
+    let mut net = Net::new();
+    net.add_with(1, true, partitionable());
+    for n in 2..=5 {
+        net.add_with(n, false, partitionable());
+        net.run(300_000);
+    }
+    let whole = net.engines[0].view().cloned().expect("a view");
+    assert_eq!(whole.members.len(), 5, "{whole}");
+    net.partition(&[1, 2], &[3, 4, 5]);
+    net.run(600_000);
+    net.engines[1]
+        .multicast(net.now, Bytes::from_static(b"2-side write"))
+        .expect("the 2-side accepts");
+    net.run(100_000);
+
+    // Node 1 hears the 3-side, node 2 hears nobody: node 1 loses the merge
+    // and its relay to node 2 is lost.
+    net.cut.clear();
+    net.partition(&[2], &[1, 3, 4, 5]);
+    net.run(2_500_000);
+    assert!(diverged(&net.events[0]).is_some(), "node 1 lost the merge");
+    assert!(diverged(&net.events[1]).is_none(), "node 2 did not hear it");
+    let alone = net.engines[1].view().cloned().expect("node 2's view");
+    assert_eq!(alone.members, vec![Pid::new(2, 1)], "{alone}");
+
+    // Node 1's new incarnation can reach both sides; both admit it.
+    net.cut.clear();
+    net.partition(&[2], &[3, 4, 5]);
+    let rejoiner = Pid::new(1, 2);
+    net.add_pid(rejoiner, false, partitionable());
+    for _ in 0..1000 {
+        if winner_first {
+            net.inbox.retain(|(_, from, to, m)| {
+                !(from.node.0 == 2 && *to == rejoiner && matches!(m, Message::Welcome { .. }))
+            });
+        }
+        net.run(100);
+    }
+    let admitted: Vec<View> = [1, 2]
+        .iter()
+        .filter_map(|&i| net.engines[i].view().cloned())
+        .collect();
+    assert!(
+        admitted.iter().all(|v| v.contains(rejoiner)),
+        "both sides admitted the new incarnation: {admitted:?}"
+    );
+    net.run(900_000);
+    // Then everything heals.
+    net.cut.clear();
+    net.run(4_000_000);
+
+    for i in 2..5 {
+        assert!(
+            !net.events[i]
+                .iter()
+                .any(|e| matches!(e, AppEvent::Diverged { .. } | AppEvent::Removed { .. })),
+            "node {} of the winning side was removed: {:?}",
+            i + 1,
+            views(&net.events[i])
+        );
+    }
+    let (_, split) = diverged(&net.events[1]).expect("node 2 lost the merge");
+    assert_eq!(
+        split,
+        Some(whole.id),
+        "node 2's history parts from the winner's after the 5-member view"
+    );
+}
+
+#[test]
+fn a_rejoiner_that_takes_the_old_sides_welcome_does_not_remove_the_winners() {
+    rejoiner_admitted_by_both_sides(false);
+}
+
+#[test]
+fn a_rejoiner_that_takes_the_winners_welcome_does_not_move_the_split() {
+    rejoiner_admitted_by_both_sides(true);
 }

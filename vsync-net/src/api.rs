@@ -168,8 +168,8 @@ pub enum Event {
     Diverged {
         /// The losing side's view (this process's last view).
         view: ViewId,
-        /// This process's last view that also held a node of the winning
-        /// side (where the histories part), if it still remembers it.
+        /// The last view this process's history shares with the winner's
+        /// (where the histories part), if both still remember one.
         split: Option<ViewId>,
         /// The winning side's view.
         winner: View,

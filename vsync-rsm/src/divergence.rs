@@ -14,8 +14,9 @@
 //! partitionable policy) with their positions, and where each recent view
 //! began.
 //!
-//! Where the histories part. The split view is the last view this replica
-//! shared with a node of the winning side. Everything this replica applied
+//! Where the histories part. The split view is the last view this replica's
+//! history shares with the winner's (one the winner's coordinator also
+//! installed). Everything this replica applied
 //! after the split view ended ([`Divergence::position`]) is certainly not in
 //! the winner's history. What it applied in the split view itself is
 //! uncertain: the commands delivered there before the partition are in the

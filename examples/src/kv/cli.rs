@@ -178,13 +178,11 @@ pub struct NodeArgs {
     /// reach the RESP port can then cut the replica off.
     #[arg(long)]
     pub fault_injection: bool,
-    /// Worker threads of the node's async runtime (0, the default: one
-    /// per CPU). 1 runs one event loop, like Redis: the least CPU per
-    /// command (+20% SET throughput with three replicas and the client
-    /// sharing 2 cores, docs/BENCHMARKS.md), but a replica losing a
-    /// partition merge was seen to stall with it (under investigation), so
-    /// it is not the default.
-    #[arg(long, default_value_t = 0)]
+    /// Worker threads of the node's async runtime. 1 (the default) runs
+    /// one event loop, like Redis: the least CPU per command (+20% SET
+    /// throughput with three replicas and the client sharing 2 cores,
+    /// docs/BENCHMARKS.md). 0: one per CPU.
+    #[arg(long, default_value_t = 1)]
     pub threads: usize,
 }
 

@@ -274,16 +274,17 @@ impl Engine {
             && lc.old == old
         {
             let p = &lc.proposal;
-            let msg = if p.view.contains(from) || p.leavers.contains(&from) {
-                Message::Install {
+            if p.view.contains(from) || p.leavers.contains(&from) {
+                let msg = Message::Install {
                     old,
                     proposal: Box::new(p.clone()),
                     payloads: lc.payloads.clone(),
-                }
+                };
+                self.send(from, msg);
             } else {
-                Message::NotMember { view: p.view.id }
-            };
-            self.send(from, msg);
+                let view = p.view.id;
+                self.tell_not_member(from, view);
+            }
             return;
         }
         if let Some(vs) = self.vs.as_ref()
@@ -292,7 +293,7 @@ impl Engine {
             && !vs.view.contains(from)
         {
             let view = vs.view.id;
-            self.send(from, Message::NotMember { view });
+            self.tell_not_member(from, view);
         }
     }
 
@@ -872,6 +873,14 @@ impl Engine {
             // without us in between, so this incarnation was removed; rejoin
             // as a new one. Not believed from anyone else.
             self.become_removed();
+        } else if self.phase == Phase::Member
+            && view.contains(self.pid)
+            && self.vs.as_ref().is_some_and(|v| !v.view.contains(from))
+        {
+            // Admitted by another side too (our join request reached
+            // both): we took the other welcome. Ask this side to let us go,
+            // rather than have it wait to suspect us.
+            self.send(from, Message::LeaveRequest { view: view.id });
         }
     }
 

@@ -203,6 +203,20 @@ impl Engine {
         self.become_removed();
     }
 
+    /// Tells `to`, which sent traffic for an older view, that this
+    /// process's current view `view` does not hold it, so that it leaves as
+    /// removed. Only said to a process that was a member of one of this
+    /// process's recent views, i.e. one this side went on without. Any
+    /// other process is on another side (the partitionable merge's
+    /// business), or was listed as a joiner by another side and took this
+    /// side's welcome instead: told "not a member" by it, that side's
+    /// members (whose view lists it) would leave their own group.
+    pub(super) fn tell_not_member(&mut self, to: Pid, view: ViewId) {
+        if self.was_member_with(to) {
+            self.send(to, Message::NotMember { view });
+        }
+    }
+
     /// Blocked: ask the seeds whether the group went on without us.
     pub(super) fn probe_if_blocked(&mut self) {
         if !self.blocked || self.now < self.last_probe + self.config.flush_timeout {

@@ -22,7 +22,9 @@
 //! the rule again against its *current* view; if the sender's side still
 //! wins (and it holds no refusal against that side), it relays the notice
 //! to its view, tells the application that its history since the split is
-//! discarded ([`AppEvent::Diverged`]), and leaves as if removed
+//! discarded ([`AppEvent::Diverged`]; the split is the latest of its views
+//! that the winner's coordinator also installed, found from the view ids
+//! the notice carries), and leaves as if removed
 //! ([`AppEvent::Removed`]): it rejoins the winner as a new incarnation and
 //! gets the winner's state by transfer. The members do the same on their
 //! coordinator's relay, so the side goes as one (seed 64937 of the replica
@@ -55,8 +57,8 @@ pub(super) struct MergeState {
     /// Processes this process's side removed without their leaving, oldest
     /// first: probed until a process of the same node is a member again.
     lost: Vec<Pid>,
-    /// This process's recent views, oldest first: id and member nodes.
-    recent: Vec<(ViewId, Vec<NodeId>)>,
+    /// This process's recent views, oldest first: id and members.
+    recent: Vec<(ViewId, Vec<Pid>)>,
     /// When this process last sent a merge probe.
     last_probe: u64,
     /// The sides this process told to go away, and when: their view, and
@@ -108,8 +110,7 @@ impl Engine {
             let extra = m.lost.len() - MAX_LOST;
             m.lost.drain(..extra);
         }
-        m.recent
-            .push((new.id, new.members.iter().map(|p| p.node).collect()));
+        m.recent.push((new.id, new.members.clone()));
         if m.recent.len() > MAX_RECENT {
             m.recent.remove(0);
         }
@@ -190,12 +191,19 @@ impl Engine {
             return;
         }
         self.merge.told.push((other.clone(), now + hold));
-        self.send_many(other.members.clone(), Message::MergeAway { winner: mine });
+        let history = self.recent_ids();
+        self.send_many(
+            other.members.clone(),
+            Message::MergeAway {
+                winner: mine,
+                history,
+            },
+        );
     }
 
     /// From a member of the winning side, or relayed by a member of this
     /// process's own side.
-    pub(super) fn on_merge_away(&mut self, from: Pid, winner: View) {
+    pub(super) fn on_merge_away(&mut self, from: Pid, winner: View, history: Vec<ViewId>) {
         let Some(mine) = self
             .other_side(&winner)
             .filter(|mine| winner.contains(from) || mine.contains(from))
@@ -209,10 +217,10 @@ impl Engine {
         if coord != Some(self.pid) {
             if coord == Some(from) {
                 if beats(&winner, &mine) && !self.mutations.merge_never {
-                    self.lose_merge(&mine, winner);
+                    self.lose_merge(&mine, winner, &history);
                 }
             } else if let Some(c) = coord {
-                self.send(c, Message::MergeAway { winner });
+                self.send(c, Message::MergeAway { winner, history });
             }
             return;
         }
@@ -232,15 +240,28 @@ impl Engine {
             others,
             Message::MergeAway {
                 winner: winner.clone(),
+                history: history.clone(),
             },
         );
-        self.lose_merge(&mine, winner);
+        self.lose_merge(&mine, winner, &history);
     }
 
     /// This side lost to `winner`: report what is discarded, then leave as
     /// if removed (the application rejoins).
-    fn lose_merge(&mut self, mine: &View, winner: View) {
-        let split = self.split_from(&winner);
+    fn lose_merge(&mut self, mine: &View, winner: View, history: &[ViewId]) {
+        let split = if self.mutations.split_guessed_from_members {
+            self.merge
+                .recent
+                .iter()
+                .rev()
+                .find(|(_, m)| {
+                    m.iter()
+                        .any(|q| winner.members.iter().any(|p| p.node == q.node))
+                })
+                .map(|(id, _)| *id)
+        } else {
+            self.split_from(history)
+        };
         self.emit(AppEvent::Diverged {
             view: mine.id,
             split,
@@ -249,14 +270,35 @@ impl Engine {
         self.become_removed();
     }
 
-    /// The latest of this process's recent views that held a node of
-    /// `winner`: where this side's history and the winner's part.
-    fn split_from(&self, winner: &View) -> Option<ViewId> {
+    /// Whether `p` was a member of one of this process's recent views: only
+    /// such a process can have been left behind by this process's side.
+    pub(super) fn was_member_with(&self, p: Pid) -> bool {
+        self.merge
+            .recent
+            .iter()
+            .any(|(_, members)| members.contains(&p))
+    }
+
+    /// This process's recent view ids, oldest first: sent with a
+    /// `MergeAway` so that the losers can find the last view both sides
+    /// installed.
+    fn recent_ids(&self) -> Vec<ViewId> {
+        self.merge.recent.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// Where this side's history and the winner's part: the latest of this
+    /// process's recent views that is also in the winner's (`history`, the
+    /// recent views of the winner's coordinator). `None` if they share none
+    /// that both remember (the coordinator joined its side after the split,
+    /// or the split is older than the last 64 views). Not guessed from the
+    /// members: a process listed in a view need not have installed it (a
+    /// joiner that took another side's welcome).
+    fn split_from(&self, history: &[ViewId]) -> Option<ViewId> {
         self.merge
             .recent
             .iter()
             .rev()
-            .find(|(_, nodes)| winner.members.iter().any(|p| nodes.contains(&p.node)))
+            .find(|(id, _)| history.contains(id))
             .map(|(id, _)| *id)
     }
 }

@@ -140,10 +140,12 @@ pub enum AppEvent {
     Diverged {
         /// The losing side's current view (this process's last view).
         view: ViewId,
-        /// The last view of this process that also held a node of the
-        /// winning side: everything delivered after that view's start may
-        /// differ from the winner's history. `None` if it is older than the
-        /// views this process remembers.
+        /// The last view this process's history shares with the winner's
+        /// (the latest of its views that the winner's coordinator also
+        /// installed): everything delivered after that view's start may
+        /// differ from the winner's history. `None` if the two remember no
+        /// common view (it is older than the last 64 views, or the winner's
+        /// coordinator joined its side after the split).
         split: Option<ViewId>,
         /// The winning side's view, as the winner announced it.
         winner: View,
@@ -204,6 +206,12 @@ pub struct Mutations {
     /// (breaks liveness under the partitionable policy: the sides never
     /// become one view again).
     pub merge_never: bool,
+    /// The losing side of a merge names as the split its latest view that
+    /// listed a node of the winning side, instead of the latest view both
+    /// histories hold (breaks the merge report: a listed process need not
+    /// have installed the view, and a new incarnation of a node is another
+    /// process).
+    pub split_guessed_from_members: bool,
 }
 
 /// The protocol state machine of one process. See the module docs.
@@ -513,7 +521,7 @@ impl Engine {
             Message::Probe { view } => self.on_probe(from, view),
             Message::NotMember { view } => self.on_not_member(from, view),
             Message::MergeProbe { view } => self.on_merge_probe(from, view),
-            Message::MergeAway { winner } => self.on_merge_away(from, winner),
+            Message::MergeAway { winner, history } => self.on_merge_away(from, winner, history),
         }
     }
 
@@ -743,7 +751,7 @@ impl Engine {
             } else {
                 // Traffic from a process left out of a later view: tell it.
                 let id = vs.view.id;
-                self.send(from, Message::NotMember { view: id });
+                self.tell_not_member(from, id);
             }
         }
         None

@@ -31,8 +31,10 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use vsync_core::{Message, Pid};
 
-/// The wire format version this crate speaks.
-pub const VERSION: u8 = 1;
+/// The wire format version this crate speaks. 2: `MergeAway` carries the
+/// winner's recent view ids (2026-11-25); a node of version 1 is refused
+/// with [`FrameError`]'s "unsupported wire version" rather than misread.
+pub const VERSION: u8 = 2;
 
 /// The default largest frame accepted or sent (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;

@@ -472,10 +472,13 @@ impl<S: StateMachine> Task<S> {
         while self.stopped.is_none() {
             let wake = tokio::select! {
                 biased;
+                // First: a finished flush releases acknowledgements, and
+                // under load the group's events are never all taken, so a
+                // flush polled after them would wait for a lull.
+                Some(r) = flush_done(&mut self.flushing) => Wake::Flushed(r),
                 ev = next_event(&mut self.group) => Wake::Event(ev),
                 Some(d) = self.done_rx.recv() => Wake::Done(d),
                 Some(r) = ckpt_done(&mut self.ckpt) => Wake::Checkpoint(r),
-                Some(r) = flush_done(&mut self.flushing) => Wake::Flushed(r),
                 req = self.rx.recv() => Wake::Request(req),
                 _ = tick.tick() => Wake::Tick,
             };

@@ -134,9 +134,8 @@ async fn joiner_matches(pages: u32, page_size: u32, name: &str) {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let cfg = config(3, free_port(), vec![addrs[0]], name, Start::Join);
     let started = Instant::now();
-    let j = Replica::start(cfg, Pages::default()).await.expect("start");
+    let (j, _, _) = start_on_free_port(|a| config(3, a, vec![addrs[0]], name, Start::Join)).await;
     let mut ev = j.events();
     wait(&j, "joiner serving", |s| serving(s) && s.members.len() == 3).await;
     let took = started.elapsed();
@@ -185,10 +184,12 @@ async fn joiner_state_equals_the_members_with_a_100_mb_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_checkpoint_is_rejected_and_the_state_transferred() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let a0 = free_port();
-    let mut c0 = config(1, a0, vec![], "rsm-ckpt", Start::Found);
-    c0.data_dir = Some(dir.path().join("n1"));
-    let r0 = Replica::start(c0, Pages::default()).await.expect("start");
+    let (r0, a0, _) = start_on_free_port(|a| {
+        let mut c0 = config(1, a, vec![], "rsm-ckpt", Start::Found);
+        c0.data_dir = Some(dir.path().join("n1"));
+        c0
+    })
+    .await;
     wait(&r0, "founder", serving).await;
     let mut c1 = config(2, free_port(), vec![a0], "rsm-ckpt", Start::Join);
     let d1 = dir.path().join("n2");
@@ -311,10 +312,7 @@ async fn a_logged_joiner_serves_as_soon_as_it_says_so() {
         c.data_dir = Some(dir.path().join(format!("n{node}")));
         c
     };
-    let a0 = free_port();
-    let founder = Replica::start(logged(1, a0, vec![], Start::Found), Pages::default())
-        .await
-        .expect("start");
+    let (founder, a0, _) = start_on_free_port(|a| logged(1, a, vec![], Start::Found)).await;
     wait(&founder, "membership", serving).await;
     founder
         .execute(PageCmd::Grow {
@@ -325,12 +323,7 @@ async fn a_logged_joiner_serves_as_soon_as_it_says_so() {
         .await
         .expect("grow");
     for node in 2..=5u64 {
-        let j = Replica::start(
-            logged(node, free_port(), vec![a0], Start::Join),
-            Pages::default(),
-        )
-        .await
-        .expect("start joiner");
+        let (j, _, _) = start_on_free_port(|a| logged(node, a, vec![a0], Start::Join)).await;
         wait(&j, "the joiner serving", serving).await;
         let r = j
             .execute(PageCmd::Write {

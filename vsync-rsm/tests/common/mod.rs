@@ -189,6 +189,31 @@ pub fn config(
     c
 }
 
+/// Starts a replica of `Pages` on a free port, with the configuration
+/// `make` gives for it. [`free_port`] releases the port before the replica
+/// binds it, so another process may take it in between (seen in CI:
+/// `AddrInUse`): then it tries another port, up to five times.
+pub async fn start_on_free_port(
+    mut make: impl FnMut(SocketAddr) -> ReplicaConfig,
+) -> (Replica<Pages>, SocketAddr, vsync_net::Faults) {
+    let mut attempt = 0;
+    loop {
+        let addr = free_port();
+        let cfg = make(addr);
+        let faults = cfg.net.faults.clone();
+        match Replica::start(cfg, Pages::default()).await {
+            Ok(r) => return (r, addr, faults),
+            Err(vsync_rsm::RsmError::Net(vsync_net::NetError::Bind { source, .. }))
+                if source.kind() == std::io::ErrorKind::AddrInUse && attempt < 5 =>
+            {
+                attempt += 1;
+                eprintln!("port {addr} was taken before the replica bound it; another");
+            }
+            Err(e) => panic!("start: {e:?}"),
+        }
+    }
+}
+
 /// Waits (bounded) for a status condition.
 pub async fn wait<S: StateMachine>(
     r: &Replica<S>,
@@ -216,15 +241,16 @@ pub async fn group_with_faults(
     n: u64,
     name: &str,
 ) -> (Vec<Replica<Pages>>, Vec<SocketAddr>, Vec<vsync_net::Faults>) {
-    let addrs: Vec<SocketAddr> = (0..n).map(|_| free_port()).collect();
+    let mut addrs: Vec<SocketAddr> = Vec::new();
     let mut rs = Vec::new();
     let mut faults = Vec::new();
     for i in 0..n {
         let start = if i == 0 { Start::Found } else { Start::Join };
         let seeds = if i == 0 { vec![] } else { vec![addrs[0]] };
-        let cfg = config(i + 1, addrs[i as usize], seeds, name, start);
-        faults.push(cfg.net.faults.clone());
-        let r = Replica::start(cfg, Pages::default()).await.expect("start");
+        let (r, addr, f) =
+            start_on_free_port(|a| config(i + 1, a, seeds.clone(), name, start)).await;
+        addrs.push(addr);
+        faults.push(f);
         wait(&r, "membership", serving).await;
         rs.push(r);
     }

@@ -1704,76 +1704,59 @@ fn merge_report(a: &Analysis<'_>) -> Vec<Violation> {
             if out.full() {
                 return out.v;
             }
-            let Some(&end) = p.install_index.get(&view) else {
-                out.push(
-                    format!(
-                        "{} reports losing a merge in {view}, a view it never installed",
-                        p.pid
-                    ),
-                    vec![p.pid],
-                    Some(view),
-                    None,
-                );
-                continue;
-            };
-            let (Some(split), Some(&(w, _))) = (split, a.views.get(&winner)) else {
-                continue;
-            };
-            // Judged only with every listed winner's history; of them, those
-            // that installed the winning view (a listed joiner may have
-            // taken another side's welcome instead).
-            let listed: Option<Vec<&Proc<'_>>> =
-                w.members.iter().map(|m| by_pid.get(m).copied()).collect();
-            let Some(listed) = listed else { continue };
-            let winners: Vec<&Proc<'_>> = listed
-                .into_iter()
-                .filter(|q| q.install_index.contains_key(&winner))
-                .collect();
-            let shared = |v: ViewId| winners.iter().any(|q| q.install_index.contains_key(&v));
-            let Some(&start) = p.install_index.get(&split) else {
-                out.push(
-                    format!(
-                        "{} lost a merge to {winner} naming {split} as the split, a view it never installed",
-                        p.pid
-                    ),
-                    vec![p.pid],
-                    Some(split),
-                    None,
-                );
-                continue;
-            };
-            if !shared(split) {
-                out.push(
-                    format!(
-                        "{} lost a merge to {winner} naming {split} as the split, but no process that installed {winner} installed {split}",
-                        p.pid
-                    ),
-                    vec![p.pid],
-                    Some(split),
-                    None,
-                );
-                continue;
-            }
-            let later = p
-                .installs
-                .get(start + 1..=end)
-                .unwrap_or_default()
-                .iter()
-                .find(|v| shared(v.id));
-            if let Some(v) = later {
-                out.push(
-                    format!(
-                        "{} lost a merge to {winner} naming {split} as the split, but a process that installed {winner} also installed its later view {}",
-                        p.pid, v.id
-                    ),
-                    vec![p.pid],
-                    Some(split),
-                    None,
-                );
+            if let Some((detail, v)) = misreported_merge(a, &by_pid, p, view, split, winner) {
+                out.push(format!("{} {detail}", p.pid), vec![p.pid], Some(v), None);
             }
         }
     }
     out.v
+}
+
+/// What is wrong with one `Diverged { view, split, winner }` record of `p`,
+/// if anything: the detail (after the pid) and the view concerned.
+fn misreported_merge(
+    a: &Analysis<'_>,
+    by_pid: &HashMap<Pid, &Proc<'_>>,
+    p: &Proc<'_>,
+    view: ViewId,
+    split: Option<ViewId>,
+    winner: ViewId,
+) -> Option<(String, ViewId)> {
+    let Some(&end) = p.install_index.get(&view) else {
+        let detail = format!("reports losing a merge in {view}, a view it never installed");
+        return Some((detail, view));
+    };
+    let (Some(split), Some(&(w, _))) = (split, a.views.get(&winner)) else {
+        return None;
+    };
+    // Judged only with every listed winner's history; of them, those that
+    // installed the winning view (a listed joiner may have taken another
+    // side's welcome instead).
+    let listed: Option<Vec<&Proc<'_>>> = w.members.iter().map(|m| by_pid.get(m).copied()).collect();
+    let winners: Vec<&Proc<'_>> = listed?
+        .into_iter()
+        .filter(|q| q.install_index.contains_key(&winner))
+        .collect();
+    let shared = |v: ViewId| winners.iter().any(|q| q.install_index.contains_key(&v));
+    let lost = format!("lost a merge to {winner} naming {split} as the split");
+    let Some(&start) = p.install_index.get(&split) else {
+        return Some((format!("{lost}, a view it never installed"), split));
+    };
+    if !shared(split) {
+        let detail = format!("{lost}, but no process that installed {winner} installed {split}");
+        return Some((detail, split));
+    }
+    let later = p
+        .installs
+        .get(start + 1..=end)
+        .unwrap_or_default()
+        .iter()
+        .find(|v| shared(v.id))?;
+    let detail = format!(
+        "{lost}, but a process that installed {winner} also installed its later view {}",
+        later.id
+    );
+    Some((detail, split))
 }
 
 fn primary_component(a: &Analysis<'_>) -> Vec<Violation> {

@@ -294,6 +294,9 @@ impl Engine {
     /// members: a process listed in a view need not have installed it (a
     /// joiner that took another side's welcome).
     fn split_from(&self, history: &[ViewId]) -> Option<ViewId> {
+        // A winner sends at most its last MAX_RECENT; more is not honest
+        // and would only cost time.
+        let history = &history[history.len().saturating_sub(MAX_RECENT)..];
         self.merge
             .recent
             .iter()

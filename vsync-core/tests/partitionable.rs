@@ -185,77 +185,61 @@ fn partitionable_seeds_150_to_300() {
     );
 }
 
-fn mutated(m: Mutations, max: u64) -> Vec<Guarantee> {
-    common::mutated_seeds(m, max, None, Some(Policy::Partitionable))
+/// Asserts that the checker reports one of `any_of` on some of the first
+/// `max` partitionable seeds run with the mutation `m`.
+fn assert_caught(m: Mutations, max: u64, any_of: &[Guarantee], what: &str) {
+    let found = common::mutated_seeds(m, max, None, Some(Policy::Partitionable));
+    assert!(
+        found.iter().any(|g| any_of.contains(g)),
+        "{what} went unnoticed under the partitionable policy: {found:?}"
+    );
 }
 
 #[test]
 fn checker_catches_sides_that_never_merge() {
-    let found = mutated(
-        Mutations {
-            merge_never: true,
-            ..Mutations::default()
-        },
-        300,
-    );
-    assert!(
-        found.contains(&Guarantee::Liveness),
-        "sides that never merge went unnoticed: {found:?}"
-    );
+    let m = Mutations {
+        merge_never: true,
+        ..Mutations::default()
+    };
+    assert_caught(m, 300, &[Guarantee::Liveness], "sides that never merge");
 }
 
 #[test]
 fn checker_catches_a_split_guessed_from_the_members() {
-    let found = mutated(
-        Mutations {
-            split_guessed_from_members: true,
-            ..Mutations::default()
-        },
-        2000,
-    );
-    assert!(
-        found.contains(&Guarantee::MergeReport),
-        "a wrong split view went unnoticed: {found:?}"
-    );
+    let m = Mutations {
+        split_guessed_from_members: true,
+        ..Mutations::default()
+    };
+    assert_caught(m, 2000, &[Guarantee::MergeReport], "a wrong split view");
 }
 
 #[test]
 fn checker_catches_unstable_delivery_on_one_side() {
-    let found = mutated(
-        Mutations {
-            deliver_unstable: true,
-            ..Mutations::default()
-        },
-        300,
-    );
-    assert!(
-        found.iter().any(|g| matches!(
-            g,
-            Guarantee::SafeDelivery | Guarantee::SameSet | Guarantee::TotalOrder
-        )),
-        "unstable delivery went unnoticed under the partitionable policy: {found:?}"
-    );
+    let m = Mutations {
+        deliver_unstable: true,
+        ..Mutations::default()
+    };
+    let any_of = [
+        Guarantee::SafeDelivery,
+        Guarantee::SameSet,
+        Guarantee::TotalOrder,
+    ];
+    assert_caught(m, 300, &any_of, "unstable delivery");
 }
 
 #[test]
 fn checker_catches_a_side_whose_flush_forgets_messages() {
-    let found = mutated(
-        Mutations {
-            flush_drops_unordered: true,
-            ..Mutations::default()
-        },
-        300,
-    );
-    assert!(
-        found.iter().any(|g| matches!(
-            g,
-            Guarantee::Integrity
-                | Guarantee::SameSet
-                | Guarantee::SafeDelivery
-                | Guarantee::Liveness
-        )),
-        "a broken flush went unnoticed under the partitionable policy: {found:?}"
-    );
+    let m = Mutations {
+        flush_drops_unordered: true,
+        ..Mutations::default()
+    };
+    let any_of = [
+        Guarantee::Integrity,
+        Guarantee::SameSet,
+        Guarantee::SafeDelivery,
+        Guarantee::Liveness,
+    ];
+    assert_caught(m, 300, &any_of, "a broken flush");
 }
 
 /// The first `Diverged` event in `evs`: (view, split).

@@ -20,30 +20,50 @@ pub enum Durability {
     Logged,
 }
 
-/// How a replica enters its group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a replica enters its group. The rule is in [`crate::startup`]: a
+/// data directory with state is never discarded implicitly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Start {
-    /// Found a new group (genesis: position 0). Any checkpoint or log in
-    /// [`ReplicaConfig::data_dir`] is ignored and overwritten.
+    /// Decide from the data directory (the default, and what a supervisor
+    /// that restarts a process with its original command line gets):
+    /// - empty, no seeds: found a new cluster;
+    /// - empty, with seeds: join the running group through them;
+    /// - holding state: restart. Ask the members of the last view recorded
+    ///   on disk ([`crate::identity`]) and the seeds to admit it; if no
+    ///   group does within [`ReplicaConfig::restart_wait`], the whole
+    ///   cluster is down and it recovers: the lowest node id of its last
+    ///   view founds a recovering group, the others join it, and once every
+    ///   node named in any member's last view is present the most recent
+    ///   state wins (in [`Durability::Logged`] mode no acknowledged command
+    ///   is lost).
+    #[default]
+    Auto,
+    /// Found a new group (genesis: position 0, a new cluster id). Refused
+    /// ([`crate::startup::StartError::NotEmpty`]) if the data directory
+    /// holds anything: use [`Start::FoundAnew`] to move it aside.
     Found,
-    /// Join a running group through the seeds (a new member, or a
-    /// restarted one whose group still runs). A checkpoint in the data
-    /// directory is loaded first; the donor's state replaces it.
+    /// Found a new group after moving the data directory aside to
+    /// `DIR.old-<unix ms>` (renamed, never deleted): the explicit,
+    /// named way to start over.
+    FoundAnew,
+    /// Join a running group: as [`Start::Auto`], but never found one. A
+    /// replica with state restarts as there; with an empty directory it
+    /// needs seeds.
     Join,
-    /// Recover after a total failure: load this process's checkpoint (and
-    /// log), then found (`found: true`, exactly one process) or join the
-    /// recovering group. Once a view with at least `expect` members is
-    /// installed, the members exchange their positions through the total
-    /// order and every member takes the state of the one with the highest
-    /// position. Commands are refused ([`crate::RsmError::Recovering`])
-    /// until then. If the group turns out to be running normally, this is
-    /// an ordinary join.
+    /// Operator override after a total failure: load this process's
+    /// checkpoint (and log), then found (`found: true`, exactly one
+    /// process) or join the recovering group, and choose the most recent
+    /// state once a view of at least `expect` members has formed (instead
+    /// of waiting for every node of the last views, as [`Start::Auto`]
+    /// does). Waiting for fewer than the last view's members may lose what
+    /// only the missing ones hold: use it when a member is gone for good.
+    /// Commands are refused ([`crate::RsmError::Recovering`]) until then.
+    /// If the group turns out to be running normally, this is an ordinary
+    /// join.
     Recover {
         /// Found the recovering group (true for exactly one process).
         found: bool,
-        /// How many members must be present before the state is chosen:
-        /// the members of the last view, so that no process holding an
-        /// acknowledged command is missing.
+        /// How many members must be present before the state is chosen.
         expect: usize,
     },
 }
@@ -66,6 +86,12 @@ pub struct ReplicaConfig {
     pub checkpoint_interval: Duration,
     /// How to enter the group.
     pub start: Start,
+    /// A restarting replica ([`Start::Auto`] with state on disk) that no
+    /// group admits within this long concludes that the whole cluster is
+    /// down and recovers (see [`Start::Auto`]). A recovering group that
+    /// stays a group of one for this long tries to join again, in case a
+    /// running group it could not reach exists.
+    pub restart_wait: Duration,
     /// Rejoin automatically as a new incarnation after being removed (or
     /// after giving up on a state transfer).
     pub auto_rejoin: bool,
@@ -94,7 +120,8 @@ pub struct ReplicaConfig {
 
 impl ReplicaConfig {
     /// Defaults: no data directory, [`Durability::Memory`], a checkpoint
-    /// every 100,000 commands or 60 s, [`Start::Join`], automatic rejoin,
+    /// every 100,000 commands or 60 s, [`Start::Auto`] with a 3 s restart
+    /// wait, automatic rejoin,
     /// 15 s transfer timeout, state transfers up to 16 GiB, a discard
     /// journal of 10,000 commands or 16 MiB.
     pub fn new(net: vsync_net::Config) -> Self {
@@ -104,7 +131,8 @@ impl ReplicaConfig {
             durability: Durability::Memory,
             checkpoint_every: 100_000,
             checkpoint_interval: Duration::from_secs(60),
-            start: Start::Join,
+            start: Start::Auto,
+            restart_wait: Duration::from_secs(3),
             auto_rejoin: true,
             transfer_timeout: Duration::from_secs(15),
             event_capacity: 1024,

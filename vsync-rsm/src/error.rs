@@ -41,6 +41,11 @@ pub enum RsmError {
     /// The network runtime failed.
     #[error(transparent)]
     Net(#[from] vsync_net::NetError),
+    /// The data directory does not allow this start (another cluster's,
+    /// or not empty where a new cluster was to be founded): see
+    /// [`crate::startup`].
+    #[error(transparent)]
+    Start(#[from] crate::startup::StartError),
 }
 
 impl From<sled::Error> for RsmError {

@@ -60,10 +60,12 @@
 mod config;
 pub mod divergence;
 mod error;
+pub mod identity;
 mod machine;
 mod replica;
 pub mod sansio;
 pub mod simcheck;
+pub mod startup;
 mod status;
 pub mod store;
 pub mod transfer;

@@ -17,11 +17,13 @@
 //! addresses to the seeds, and rejoins as a new incarnation, which takes
 //! the winner's state by transfer.
 
-use crate::config::{Durability, ReplicaConfig, Start};
+use crate::config::{Durability, ReplicaConfig};
 use crate::divergence::DivergenceInfo;
 use crate::error::RsmError;
+use crate::identity::{ClusterId, Identity, LastMember, LastView};
 use crate::machine::StateMachine;
-use crate::sansio::{Action, Phase, ReadFn, ReplicaCore};
+use crate::sansio::{Action, Phase, ReadFn, RecoveryRule, ReplicaCore};
+use crate::startup::{OnDisk, StartPlan};
 use crate::status::{Metrics, ReplicaEvent, ReplicaMetrics, ReplicaStatus, Role};
 use crate::store::{Store, Written};
 use crate::transfer::{self, ACK_EVERY, Finished, Outgoing, Plan};
@@ -92,14 +94,35 @@ impl<S: StateMachine> Replica<S> {
                 "Logged durability needs a data directory (data_dir)".into(),
             ));
         }
+        let mut config = config;
         let (events, _) = broadcast::channel(config.event_capacity.max(16));
+        let mut disk = OnDisk::default();
+        if let Some(dir) = &config.data_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| RsmError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+            disk = OnDisk::read(dir)?;
+        }
+        let dir_name = config.data_dir.clone().unwrap_or_default();
+        let plan = crate::startup::plan(
+            config.start,
+            config.net.node,
+            &config.net.group,
+            &config.net.seeds,
+            &disk,
+            &dir_name,
+        )?;
+        if let (StartPlan::Found { move_aside: true }, Some(dir)) = (&plan, &config.data_dir) {
+            let to = crate::startup::move_aside(dir, unix_ms())?;
+            tracing::warn!(from = %dir.display(), to = %to.display(), "founding a new cluster: the old data directory was moved aside (not deleted)");
+            disk = OnDisk::default();
+        }
         let mut rejected = None;
         let store = match &config.data_dir {
             Some(dir) => Some(open_store(dir, &mut rejected, &events)?),
             None => None,
         };
-        let recovering = match config.start {
-            Start::Recover { expect, .. } => Some(expect.max(1)),
+        let recovering = match plan {
+            StartPlan::Recover { expect, .. } => Some(RecoveryRule::Expect(expect.max(1))),
             _ => None,
         };
         let placeholder = Pid::new(config.net.node, 0);
@@ -107,22 +130,62 @@ impl<S: StateMachine> Replica<S> {
         if config.net.engine.policy == vsync_core::engine::PartitionPolicy::Partitionable {
             core.set_journal(config.discard_journal, config.discard_journal_bytes);
         }
+        let mut identity = disk.identity.clone();
+        if let StartPlan::Found { .. } = plan {
+            let id = Identity::new(
+                ClusterId(rand::random()),
+                &config.net.group,
+                config.net.node,
+            );
+            if let Some(dir) = &config.data_dir {
+                id.save(dir).map_err(|e| RsmError::Storage(e.to_string()))?;
+            }
+            tracing::info!(cluster = %id.cluster, group = %id.group, "founding a new cluster");
+            identity = Some(id);
+        }
+        core.set_cluster(identity.as_ref().map(|i| i.cluster));
+        if let Some(last) = identity.as_ref().and_then(|i| i.last_view.as_ref()) {
+            core.set_last_view(last.nodes());
+        }
         let mut last_checkpoint = None;
-        if let Some(store) = &store {
-            if config.start == Start::Found {
-                store.clear()?;
-            } else {
-                match load_local(store, &mut core, config.durability, &events) {
-                    Ok(pos) => last_checkpoint = pos,
-                    Err(reason) => rejected = Some(reason),
-                }
+        if let (Some(store), false) = (&store, matches!(plan, StartPlan::Found { .. })) {
+            match load_local(store, &mut core, config.durability, &events) {
+                Ok(pos) => last_checkpoint = pos,
+                Err(reason) => rejected = Some(reason),
             }
         }
-        let group = match config.start {
-            Start::Found | Start::Recover { found: true, .. } => {
+        let mut restart = None;
+        let group = match &plan {
+            StartPlan::Found { .. } | StartPlan::Recover { found: true, .. } => {
                 Group::found(config.net.clone()).await?
             }
-            _ => Group::join(config.net.clone()).await?,
+            StartPlan::Restart {
+                seeds,
+                founder,
+                last_view,
+            } => {
+                tracing::info!(
+                    position = core.position(),
+                    asking = ?seeds,
+                    last_view = ?last_view,
+                    "restarting with the state on disk: rejoining the cluster"
+                );
+                config.net.seeds.clone_from(seeds);
+                if seeds.is_empty() && *founder {
+                    // Alone in its last view: nobody to ask, recover now.
+                    core.start_recovery(RecoveryRule::LastViews);
+                    Group::found(config.net.clone()).await?
+                } else {
+                    restart = Some(Restarting {
+                        since: Instant::now(),
+                        founder: *founder,
+                    });
+                    Group::join(config.net.clone()).await?
+                }
+            }
+            StartPlan::Join | StartPlan::Recover { found: false, .. } => {
+                Group::join(config.net.clone()).await?
+            }
         };
         core.rejoin(group.pid());
         let metrics = Arc::new(Metrics::default());
@@ -131,6 +194,7 @@ impl<S: StateMachine> Replica<S> {
             position: core.position(),
             last_checkpoint,
             checkpoint_rejected: rejected,
+            cluster: core.cluster(),
             ..ReplicaStatus::default()
         });
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
@@ -175,6 +239,9 @@ impl<S: StateMachine> Replica<S> {
             metrics: metrics.clone(),
             events: events.clone(),
             stopped: None,
+            identity,
+            restart,
+            lonely_since: None,
             cfg: config,
         };
         tokio::spawn(task.run());
@@ -285,6 +352,22 @@ impl<S: StateMachine> Replica<S> {
     }
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// A restarting replica not yet admitted by any group.
+#[derive(Clone, Copy, Debug)]
+struct Restarting {
+    /// When it started asking.
+    since: Instant,
+    /// Whether it founds the recovering group if nobody admits it.
+    founder: bool,
+}
+
 /// Opens the store; a store sled cannot open is moved aside (reported) and
 /// a fresh one created.
 fn open_store(
@@ -295,9 +378,7 @@ fn open_store(
     match Store::open(dir) {
         Ok(s) => Ok(s),
         Err(e) => {
-            let ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
+            let ms = unix_ms();
             let aside = dir.with_extension(format!("unreadable-{ms}"));
             let reason = format!(
                 "the data directory {} cannot be opened ({e}); moved to {} and starting without a checkpoint",
@@ -448,6 +529,13 @@ struct Task<S: StateMachine> {
     metrics: Arc<Metrics>,
     events: broadcast::Sender<ReplicaEvent>,
     stopped: Option<String>,
+    /// The data directory's identity as last written (`None`: not known
+    /// yet, a new member before its first state).
+    identity: Option<Identity>,
+    /// Restarting with state and not yet admitted anywhere.
+    restart: Option<Restarting>,
+    /// Since when this replica has been alone in a recovering group.
+    lonely_since: Option<Instant>,
 }
 
 /// A state prepared for a joiner at its cut, and the stream sending it.
@@ -503,7 +591,10 @@ impl<S: StateMachine> Task<S> {
                 Wake::Done(f) => self.on_transfer_done(f),
                 Wake::Checkpoint(r) => self.on_checkpoint_done(r),
                 Wake::Flushed(r) => self.on_flushed(r),
-                Wake::Tick => self.on_tick(),
+                Wake::Tick => {
+                    self.on_tick();
+                    self.restart_tick().await;
+                }
             }
             self.actions().await;
             self.ask_for_state().await;
@@ -730,7 +821,9 @@ impl<S: StateMachine> Task<S> {
                     tracing::info!(joiner = %j, "the joiner left the view: state transfer cancelled");
                     self.emit(ReplicaEvent::StateTransferCancelled { joiner: j });
                 }
+                self.restart = None;
                 self.core.on_view(view.clone());
+                self.persist_identity();
                 self.emit(ReplicaEvent::View { view });
             }
             Event::Deliver { payload, .. } => {
@@ -877,8 +970,11 @@ impl<S: StateMachine> Task<S> {
                 view,
                 position,
                 recovering,
+                cluster,
                 ..
-            } => self.core.state_begin(from, view, position, recovering),
+            } => self
+                .core
+                .state_begin(from, view, position, recovering, cluster),
             Direct::Piece {
                 view, seq, last, ..
             } => {
@@ -1007,10 +1103,30 @@ impl<S: StateMachine> Task<S> {
                     self.acks.push((r, output));
                 }
             }
-            Action::Rejected { req, reason } => {
-                if let Some(r) = self.pending.remove(&req) {
-                    let _ = r.send(Err(RsmError::Codec(reason)));
-                }
+            Action::Halt { position, reason } => {
+                let msg = format!(
+                    "halted before position {position}: {reason}; this replica leaves the group rather than diverge (run a build that understands the group's commands, see docs/OPERATIONS.md, upgrades)"
+                );
+                tracing::error!("{msg}");
+                self.emit(ReplicaEvent::Halted {
+                    position,
+                    reason: reason.clone(),
+                });
+                let sender = self.sender.clone();
+                let _ = tokio::time::timeout(self.cfg.net.leave_timeout, sender.leave()).await;
+                self.stop(msg);
+            }
+            Action::ForeignCluster { ours, theirs } => {
+                let msg = format!(
+                    "the group this replica reached is cluster {theirs}, but the data directory {} belongs to cluster {ours}: refused, nothing was changed (check --seed and the data directory)",
+                    self.cfg
+                        .data_dir
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("(none)"))
+                        .display()
+                );
+                tracing::error!("{msg}");
+                self.stop(msg);
             }
             Action::Multicast(b) => {
                 if let Err(e) = self.multicast(b).await {
@@ -1023,6 +1139,7 @@ impl<S: StateMachine> Task<S> {
                 position,
                 image,
                 recovering,
+                cluster,
             } => {
                 // Kept until the joiner asks (and asks again if pieces
                 // are lost), has restored it, or leaves the view.
@@ -1035,6 +1152,7 @@ impl<S: StateMachine> Task<S> {
                             position,
                             image,
                             recovering,
+                            cluster,
                             attempt: 0,
                         },
                         running: None,
@@ -1086,6 +1204,7 @@ impl<S: StateMachine> Task<S> {
                     self.needs_base = self.cfg.durability == Durability::Logged;
                     self.ckpt_force = true;
                 }
+                self.persist_identity();
             }
             Action::GiveUp { reason } => {
                 tracing::warn!(%reason, "state transfer failed: rejoining as a new incarnation");
@@ -1095,6 +1214,8 @@ impl<S: StateMachine> Task<S> {
                 self.need_rejoin = Some(reason);
             }
             Action::Recovered { position, holder } => {
+                self.lonely_since = None;
+                self.persist_identity();
                 self.emit(ReplicaEvent::Recovered { position, holder });
             }
         }
@@ -1175,6 +1296,130 @@ impl<S: StateMachine> Task<S> {
                 }
             }
             Err(e) => tracing::info!(joiner = %f.joiner, error = %e, "state transfer stopped"),
+        }
+    }
+
+    /// Records the cluster and the current view in the data directory
+    /// ([`crate::identity`]), so that a restart knows whom to ask and
+    /// whose claims recovery waits for. Not while recovering (the last
+    /// view before the outage must stay what recovery waits for), nor
+    /// while awaiting a state (the group's cluster is not confirmed yet).
+    /// In Logged mode the log is flushed first: a member that records a
+    /// view without a departed member holds, durably, everything that
+    /// member could have acknowledged before it. Blocking, but views
+    /// change rarely.
+    fn persist_identity(&mut self) {
+        let Some(dir) = self.cfg.data_dir.clone() else {
+            return;
+        };
+        let (Some(cluster), Some(view)) = (self.core.cluster(), self.core.view()) else {
+            return;
+        };
+        if self.core.recovering() || self.core.phase() != Phase::Member || !self.core.readable() {
+            return;
+        }
+        let addrs: HashMap<Pid, SocketAddr> = self
+            .group
+            .as_ref()
+            .map(|g| g.known_peers().into_iter().collect())
+            .unwrap_or_default();
+        let own = self.group.as_ref().map(|g| (g.pid(), g.local_addr()));
+        let last = LastView {
+            id: view.id,
+            members: view
+                .members
+                .iter()
+                .map(|p| LastMember {
+                    pid: *p,
+                    addr: match own {
+                        Some((me, a)) if me == *p => Some(self.cfg.net.advertise.unwrap_or(a)),
+                        _ => addrs.get(p).copied(),
+                    },
+                })
+                .collect(),
+        };
+        let mut id = self
+            .identity
+            .clone()
+            .unwrap_or_else(|| Identity::new(cluster, &self.cfg.net.group, self.cfg.net.node));
+        if id.cluster == cluster && id.last_view.as_ref() == Some(&last) {
+            return;
+        }
+        id.cluster = cluster;
+        id.last_view = Some(last);
+        if self.cfg.durability == Durability::Logged {
+            if let Some(store) = &self.store {
+                if let Err(e) = store.flush() {
+                    tracing::error!(error = %e, "cannot flush the log: stopping");
+                    self.stop(format!("the log cannot be flushed: {e}"));
+                    return;
+                }
+            }
+        }
+        match id.save(&dir) {
+            Ok(()) => self.identity = Some(id),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the view in the data directory: stopping");
+                self.stop(format!("cannot record the view in the data directory: {e}"));
+            }
+        }
+    }
+
+    /// The restart's clock: a restarting founder that no group admitted
+    /// in time founds a recovering group; one left alone in a recovering
+    /// group for as long tries to join again (a running group may exist
+    /// that it could not reach).
+    async fn restart_tick(&mut self) {
+        let wait = self.cfg.restart_wait;
+        if let Some(r) = self.restart {
+            if r.founder && self.core.phase() == Phase::Joining && r.since.elapsed() >= wait {
+                self.found_recovering().await;
+            }
+            return;
+        }
+        let alone = self.core.recovering()
+            && self.core.phase() == Phase::Member
+            && self.core.view().is_some_and(|v| v.members.len() == 1);
+        if !alone {
+            self.lonely_since = None;
+            return;
+        }
+        let since = *self.lonely_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= wait && !self.cfg.net.seeds.is_empty() {
+            tracing::info!("alone in the recovering group: asking the last view's members again");
+            self.lonely_since = None;
+            self.need_rejoin = Some("alone in the recovering group".into());
+            self.restart = Some(Restarting {
+                since: Instant::now(),
+                founder: true,
+            });
+        }
+    }
+
+    /// Founds a recovering group as a new incarnation (the whole cluster
+    /// is down: see [`crate::Start::Auto`]).
+    async fn found_recovering(&mut self) {
+        tracing::warn!(
+            waited = ?self.cfg.restart_wait,
+            position = self.core.position(),
+            "no group admitted this replica: the whole cluster seems down; founding a recovering group, which waits for every node of its members' last views"
+        );
+        self.restart = None;
+        let old = self.core.pid();
+        if let Some(g) = self.group.take() {
+            g.shutdown().await;
+        }
+        let mut net = self.cfg.net.clone();
+        net.incarnation = Some((unix_ms() as u64).max(old.inc + 1));
+        match Group::found(net).await {
+            Ok(group) => {
+                let pid = group.pid();
+                self.sender = group.sender();
+                self.group = Some(group);
+                self.core.rejoin(pid);
+                self.core.start_recovery(RecoveryRule::LastViews);
+            }
+            Err(e) => self.stop(format!("cannot found the recovering group: {e}")),
         }
     }
 
@@ -1375,6 +1620,7 @@ impl<S: StateMachine> Task<S> {
             s.blocked = self.blocked;
             s.last_checkpoint = self.ckpt_known.then_some(self.last_ckpt_pos);
             s.last_divergence.clone_from(&self.last_divergence);
+            s.cluster = self.core.cluster();
         });
     }
 }

@@ -14,7 +14,16 @@
 //!   every later position with the same state as the others;
 //! - a recovering group applies no command until its members have agreed,
 //!   through the total order, on the highest position among them and
-//!   every member holds that state;
+//!   every member holds that state; by default ([`RecoveryRule::LastViews`])
+//!   the agreement waits until every node named in any member's last view
+//!   before the outage is present, so that no member holding a newer state
+//!   is left out;
+//! - a command that this replica cannot decode is never skipped: the
+//!   replica halts ([`Action::Halt`]) rather than diverge from replicas that
+//!   could decode it;
+//! - a state from another cluster (its cluster id differs from this
+//!   replica's) is refused ([`Action::ForeignCluster`]) before any of it is
+//!   applied;
 //! - a replica whose side lost a partition merge
 //!   ([`ReplicaCore::on_diverged`]) shows the state machine what it
 //!   discards ([`StateMachine::on_discard`]), then discards its state at
@@ -23,6 +32,7 @@
 
 use crate::divergence::{Divergence, Journal};
 use crate::error::RestoreError;
+use crate::identity::ClusterId;
 use crate::machine::StateMachine;
 use crate::wire::{Entry, decode_batch, encode_batch};
 use bytes::Bytes;
@@ -42,13 +52,23 @@ pub enum Action<S: StateMachine> {
         /// The output.
         output: S::Output,
     },
-    /// A command of this replica could not be decoded (answered with an
-    /// error; the others skipped it too).
-    Rejected {
-        /// The request.
-        req: u64,
-        /// Why.
+    /// A delivered command cannot be decoded by this replica (another
+    /// version's command, or damage): it is not skipped, which would make
+    /// this replica diverge from those that applied it. The replica stops
+    /// applying here and must leave the group.
+    Halt {
+        /// The position the command would have taken.
+        position: u64,
+        /// Why, in plain words.
         reason: String,
+    },
+    /// The donor's state belongs to another cluster: nothing of it was
+    /// applied; the replica must stop (its data directory is left as is).
+    ForeignCluster {
+        /// This replica's cluster.
+        ours: ClusterId,
+        /// The donor's.
+        theirs: ClusterId,
     },
     /// Multicast this payload (a recovery claim).
     Multicast(Bytes),
@@ -63,8 +83,11 @@ pub enum Action<S: StateMachine> {
         position: u64,
         /// The image at the cut.
         image: Option<S::Image>,
-        /// The group is recovering, with this many members expected.
+        /// The group is recovering, under this rule
+        /// ([`RecoveryRule::to_wire`]).
         recovering: Option<u64>,
+        /// This replica's cluster id, if it has one.
+        cluster: Option<ClusterId>,
     },
     /// A delivered batch with commands was applied; `first` is the position
     /// before it (for the durable log).
@@ -130,9 +153,47 @@ struct Restore {
     bytes: u64,
 }
 
+/// When a recovering group chooses its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryRule {
+    /// Once every member of the view has claimed and every node named in
+    /// any claim's last view (before the outage) is a member: nobody who
+    /// may hold a newer state is missing. The default of a restart.
+    LastViews,
+    /// Once a view of at least this many members has formed and each has
+    /// claimed (the operator's override, [`crate::Start::Recover`]).
+    Expect(usize),
+}
+
+impl RecoveryRule {
+    /// On the wire ([`crate::wire::Direct::Begin`]'s `recovering`): 0 is
+    /// [`RecoveryRule::LastViews`], n > 0 is `Expect(n)`.
+    pub fn to_wire(self) -> u64 {
+        match self {
+            RecoveryRule::LastViews => 0,
+            RecoveryRule::Expect(n) => n.max(1) as u64,
+        }
+    }
+
+    /// From the wire (see [`RecoveryRule::to_wire`]).
+    pub fn from_wire(n: u64) -> Self {
+        match n {
+            0 => RecoveryRule::LastViews,
+            n => RecoveryRule::Expect(usize::try_from(n).unwrap_or(usize::MAX)),
+        }
+    }
+}
+
+/// A recovering member's claim.
+#[derive(Clone, Debug)]
+struct Claim {
+    position: u64,
+    last_view: Vec<u64>,
+}
+
 struct Recovery {
-    expect: usize,
-    claims: BTreeMap<Pid, u64>,
+    rule: RecoveryRule,
+    claims: BTreeMap<Pid, Claim>,
 }
 
 /// The sans-IO replica (see the module documentation).
@@ -156,12 +217,20 @@ pub struct ReplicaCore<S: StateMachine> {
     awaiting_recovered: bool,
     /// Recently applied commands, for [`ReplicaCore::on_diverged`].
     journal: Journal,
+    /// The cluster this replica's state belongs to (`None`: not known yet,
+    /// a new member before its first state).
+    cluster: Option<ClusterId>,
+    /// The nodes of the last view installed before this process started
+    /// (from disk): what this replica's recovery claim names.
+    last_view: Vec<u64>,
+    /// Halted on an undecodable command: nothing more is applied.
+    halted: bool,
 }
 
 impl<S: StateMachine> ReplicaCore<S> {
     /// A core for process `pid` holding `machine` at `position`.
-    /// `recovering`: `Some(expect)` to start in total-failure recovery.
-    pub fn new(pid: Pid, machine: S, position: u64, recovering: Option<usize>) -> Self {
+    /// `recovering`: `Some(rule)` to start in total-failure recovery.
+    pub fn new(pid: Pid, machine: S, position: u64, recovering: Option<RecoveryRule>) -> Self {
         ReplicaCore {
             pid,
             machine,
@@ -170,8 +239,8 @@ impl<S: StateMachine> ReplicaCore<S> {
             view: None,
             buffered: VecDeque::new(),
             restore: None,
-            recovery: recovering.map(|expect| Recovery {
-                expect,
+            recovery: recovering.map(|rule| Recovery {
+                rule,
                 claims: BTreeMap::new(),
             }),
             reads: HashMap::new(),
@@ -179,7 +248,41 @@ impl<S: StateMachine> ReplicaCore<S> {
             intact: true,
             awaiting_recovered: false,
             journal: Journal::default(),
+            cluster: None,
+            last_view: Vec::new(),
+            halted: false,
         }
+    }
+
+    /// The cluster the state belongs to (from the data directory; a new
+    /// member adopts its donor's).
+    pub fn set_cluster(&mut self, cluster: Option<ClusterId>) {
+        self.cluster = cluster;
+    }
+
+    /// The cluster the state belongs to, if known.
+    pub fn cluster(&self) -> Option<ClusterId> {
+        self.cluster
+    }
+
+    /// The nodes of the last view installed before this process started
+    /// (from the data directory), named in recovery claims.
+    pub fn set_last_view(&mut self, nodes: Vec<u64>) {
+        self.last_view = nodes;
+    }
+
+    /// Starts total-failure recovery under `rule` (a restarted replica that
+    /// found no running group and founds a recovering one).
+    pub fn start_recovery(&mut self, rule: RecoveryRule) {
+        self.recovery = Some(Recovery {
+            rule,
+            claims: BTreeMap::new(),
+        });
+    }
+
+    /// Whether the replica halted on a command it cannot decode.
+    pub fn halted(&self) -> bool {
+        self.halted
     }
 
     /// Keeps the last `commands` applied commands (at most `bytes` bytes of
@@ -226,7 +329,7 @@ impl<S: StateMachine> ReplicaCore<S> {
 
     /// Whether commands may be submitted.
     pub fn serving(&self) -> bool {
-        self.phase == Phase::Member && self.recovery.is_none() && self.intact
+        self.phase == Phase::Member && self.recovery.is_none() && self.intact && !self.halted
     }
 
     /// Deliveries held back until the state arrives.
@@ -283,9 +386,24 @@ impl<S: StateMachine> ReplicaCore<S> {
     pub fn replay(&mut self, first: u64, payload: &[u8]) -> Result<(), String> {
         let entries = decode_batch(payload).map_err(|e| e.to_string())?;
         self.apply_entries(entries, first, None);
-        self.actions
-            .retain(|a| !matches!(a, Action::Applied { .. } | Action::Rejected { .. }));
-        Ok(())
+        let mut halt = None;
+        self.actions.retain(|a| match a {
+            Action::Halt { reason, .. } => {
+                halt = Some(reason.clone());
+                false
+            }
+            a => !matches!(a, Action::Applied { .. }),
+        });
+        match halt {
+            // Replay stops before the command; the replica is as far as the
+            // log could take it (the group's transfer or recovery goes on
+            // from there).
+            Some(reason) => {
+                self.halted = false;
+                Err(reason)
+            }
+            None => Ok(()),
+        }
     }
 
     /// A view was installed.
@@ -321,6 +439,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             let e = [Entry::Recover {
                 origin: self.pid,
                 position: self.position,
+                last_view: self.last_view.clone(),
             }];
             if let Ok(b) = encode_batch(&e) {
                 self.actions.push(Action::Multicast(b));
@@ -343,7 +462,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         let (image, recovering) = if self.phase != Phase::Member || !self.intact {
             (None, None)
         } else if let Some(r) = &self.recovery {
-            (None, Some(r.expect as u64))
+            (None, Some(r.rule.to_wire()))
         } else {
             (Some(self.machine.image()), None)
         };
@@ -353,6 +472,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             position: self.position,
             image,
             recovering,
+            cluster: self.cluster,
         });
     }
 
@@ -414,10 +534,16 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     fn apply_batch(&mut self, payload: Bytes) {
+        if self.halted {
+            return;
+        }
         let entries = match decode_batch(&payload) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(error = %e, "undecodable batch delivered: skipped by every replica");
+                // Every replica of this build fails alike on the batch
+                // framing, but one of another build may not: halt rather
+                // than guess.
+                self.halt(format!("a delivered batch cannot be decoded: {e}"));
                 return;
             }
         };
@@ -436,22 +562,19 @@ impl<S: StateMachine> ReplicaCore<S> {
         for e in entries {
             match e {
                 Entry::Cmd { origin, req, cmd } => {
-                    let c = match postcard::from_bytes::<S::Command>(&cmd) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            if origin == self.pid {
-                                self.actions.push(Action::Rejected {
-                                    req,
-                                    reason: e.to_string(),
-                                });
-                            }
-                            continue;
-                        }
-                    };
                     pos += 1;
                     if pos <= self.position {
                         continue; // replay of a command already in the state
                     }
+                    let c = match postcard::from_bytes::<S::Command>(&cmd) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            self.halt(format!(
+                                "the command at position {pos} (from {origin}) cannot be decoded by this build: {e}"
+                            ));
+                            return applied;
+                        }
+                    };
                     if self.recovery.is_some() && live.is_some() {
                         // Never multicast while recovering; skip alike
                         // everywhere should one arrive.
@@ -474,9 +597,19 @@ impl<S: StateMachine> ReplicaCore<S> {
                         }
                     }
                 }
-                Entry::Recover { origin, position } => {
+                Entry::Recover {
+                    origin,
+                    position,
+                    last_view,
+                } => {
                     if live.is_some() {
-                        self.on_claim(origin, position);
+                        self.on_claim(
+                            origin,
+                            Claim {
+                                position,
+                                last_view,
+                            },
+                        );
                     }
                 }
             }
@@ -484,27 +617,48 @@ impl<S: StateMachine> ReplicaCore<S> {
         applied
     }
 
-    fn on_claim(&mut self, origin: Pid, position: u64) {
+    /// Stops applying: a command cannot be decoded (see [`Action::Halt`]).
+    fn halt(&mut self, reason: String) {
+        tracing::error!(position = self.position, %reason, "halting: this replica cannot apply the group's commands");
+        self.halted = true;
+        self.actions.push(Action::Halt {
+            position: self.position + 1,
+            reason,
+        });
+    }
+
+    fn on_claim(&mut self, origin: Pid, claim: Claim) {
         let Some(view) = &self.view else { return };
         let Some(r) = &mut self.recovery else { return };
         if !view.contains(origin) {
             return;
         }
-        r.claims.insert(origin, position);
-        if view.members.len() < r.expect || !view.members.iter().all(|m| r.claims.contains_key(m)) {
+        r.claims.insert(origin, claim);
+        if !view.members.iter().all(|m| r.claims.contains_key(m)) {
+            return;
+        }
+        let complete = match r.rule {
+            RecoveryRule::Expect(n) => view.members.len() >= n,
+            RecoveryRule::LastViews => r
+                .claims
+                .values()
+                .flat_map(|c| c.last_view.iter())
+                .all(|n| view.members.iter().any(|m| m.node.0 == *n)),
+        };
+        if !complete {
             return;
         }
         // The deciding claim: every member holds the same claims now.
         let (holder, max) = r
             .claims
             .iter()
-            .map(|(p, pos)| (*p, *pos))
+            .map(|(p, c)| (*p, c.position))
             .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
             .unwrap_or((self.pid, self.position));
         let behind: Vec<Pid> = r
             .claims
             .iter()
-            .filter(|(_, pos)| **pos < max)
+            .filter(|(_, c)| c.position < max)
             .map(|(p, _)| *p)
             .collect();
         self.recovery = None;
@@ -522,6 +676,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                     position: self.position,
                     image: Some(self.machine.image()),
                     recovering: None,
+                    cluster: self.cluster,
                 });
             }
         } else if self.position < max {
@@ -539,13 +694,32 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     /// The donor starts sending (`recovering`: the group has no agreed
-    /// state yet; keep ours and take part in recovery). Ignored unless it
-    /// comes from the awaited donor for the awaited view.
-    pub fn state_begin(&mut self, from: Pid, view: ViewId, position: u64, recovering: Option<u64>) {
+    /// state yet; keep ours and take part in recovery, under the rule
+    /// [`RecoveryRule::from_wire`] gives). Ignored unless it comes from the
+    /// awaited donor for the awaited view. A donor of another cluster
+    /// (`cluster` differs from ours) is refused ([`Action::ForeignCluster`]);
+    /// a replica that has no cluster id yet adopts the donor's.
+    pub fn state_begin(
+        &mut self,
+        from: Pid,
+        view: ViewId,
+        position: u64,
+        recovering: Option<u64>,
+        cluster: Option<ClusterId>,
+    ) {
         if !self.check_from(from, view) {
             return;
         }
-        if let Some(expect) = recovering {
+        match (self.cluster, cluster) {
+            (Some(ours), Some(theirs)) if ours != theirs => {
+                self.restore = None;
+                self.actions.push(Action::ForeignCluster { ours, theirs });
+                return;
+            }
+            (None, Some(theirs)) => self.cluster = Some(theirs),
+            _ => {}
+        }
+        if let Some(rule) = recovering {
             if self.awaiting_recovered {
                 // Answered before the donor decided: ask again later.
                 return;
@@ -558,7 +732,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                 }
             }
             self.recovery = Some(Recovery {
-                expect: expect as usize,
+                rule: RecoveryRule::from_wire(rule),
                 claims: BTreeMap::new(),
             });
             self.phase = Phase::Member;
@@ -720,7 +894,29 @@ mod tests {
     }
 
     fn claim(origin: Pid, position: u64) -> Bytes {
-        encode_batch(&[Entry::Recover { origin, position }]).expect("encode")
+        claim_with(origin, position, &[])
+    }
+
+    fn claim_with(origin: Pid, position: u64, last_view: &[u64]) -> Bytes {
+        encode_batch(&[Entry::Recover {
+            origin,
+            position,
+            last_view: last_view.to_vec(),
+        }])
+        .expect("encode")
+    }
+
+    fn cmd(origin: Pid, req: u64, bytes: Vec<u8>) -> Bytes {
+        encode_batch(&[Entry::Cmd {
+            origin,
+            req,
+            cmd: Bytes::from(bytes),
+        }])
+        .expect("encode")
+    }
+
+    fn vid(epoch: u64, installer: Pid) -> ViewId {
+        ViewId { epoch, installer }
     }
 
     /// A member admitted in the view where recovery decides may ask the
@@ -734,14 +930,14 @@ mod tests {
             epoch: 3,
             installer: n1,
         };
-        let mut c = ReplicaCore::new(n2, Count::default(), 5, Some(3));
+        let mut c = ReplicaCore::new(n2, Count::default(), 5, Some(RecoveryRule::Expect(3)));
         c.on_view(View {
             id: v3,
             members: vec![n1, n3, n2],
         });
         // Admitted as a joiner: n3 donates and says the group recovers.
         c.on_await_state(n3, v3);
-        c.state_begin(n3, v3, 9, Some(3));
+        c.state_begin(n3, v3, 9, Some(3), None);
         assert!(c.recovering());
         for (p, pos) in [(n1, 5), (n3, 9), (n2, 5)] {
             c.on_deliver(claim(p, pos));
@@ -756,7 +952,7 @@ mod tests {
             }
         );
         // n3's answer to a request it got before deciding: ignored.
-        c.state_begin(n3, v3, 9, Some(3));
+        c.state_begin(n3, v3, 9, Some(3), None);
         assert!(!c.recovering(), "a stale answer restarted recovery");
         assert_eq!(
             c.phase(),
@@ -766,7 +962,108 @@ mod tests {
             }
         );
         // Asked again, n3 (decided) sends the state.
-        c.state_begin(n3, v3, 9, None);
+        c.state_begin(n3, v3, 9, None, None);
         assert!(c.restore.is_some());
+    }
+
+    /// Two builds whose commands differ: a replica that cannot decode a
+    /// delivered command halts at its position instead of skipping it
+    /// (skipping made it diverge silently from those that applied it).
+    #[test]
+    fn a_command_this_build_cannot_decode_halts_instead_of_being_skipped() {
+        let (n1, n2) = (Pid::new(1, 1), Pid::new(2, 1));
+        let mut c = ReplicaCore::new(n1, Count::default(), 0, None);
+        c.on_view(View {
+            id: vid(1, n1),
+            members: vec![n1, n2],
+        });
+        c.on_deliver(cmd(n2, 1, postcard::to_stdvec(&5u64).unwrap()));
+        assert_eq!((c.position(), c.machine().0), (1, 5));
+        // Not a u64 for this build (a newer build's command, say).
+        c.on_deliver(cmd(n2, 2, vec![0xff; 12]));
+        c.on_deliver(cmd(n2, 3, postcard::to_stdvec(&7u64).unwrap()));
+        assert!(c.halted());
+        assert!(!c.serving());
+        assert_eq!(
+            (c.position(), c.machine().0),
+            (1, 5),
+            "applied past the undecodable command"
+        );
+        let halts: Vec<u64> = c
+            .drain_actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Halt { position, .. } => Some(position),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(halts, vec![2]);
+    }
+
+    /// Recovery after a whole-cluster outage, by default, waits until every
+    /// node named in a member's last view is present: a member that may
+    /// hold a newer state is never left out.
+    #[test]
+    fn recovery_waits_for_every_node_of_the_claimed_last_views() {
+        let (n1, n2, n3) = (Pid::new(1, 9), Pid::new(2, 9), Pid::new(3, 9));
+        let mut c = ReplicaCore::new(n1, Count::default(), 4, Some(RecoveryRule::LastViews));
+        c.set_last_view(vec![1, 2]);
+        c.on_view(View {
+            id: vid(2, n1),
+            members: vec![n1, n2],
+        });
+        // n2's last view also named node 3, which held newer commands.
+        c.on_deliver(claim_with(n1, 4, &[1, 2]));
+        c.on_deliver(claim_with(n2, 4, &[1, 2, 3]));
+        assert!(c.recovering(), "decided without node 3");
+        c.on_view(View {
+            id: vid(3, n1),
+            members: vec![n1, n2, n3],
+        });
+        c.on_deliver(claim_with(n1, 4, &[1, 2]));
+        c.on_deliver(claim_with(n2, 4, &[1, 2, 3]));
+        c.on_deliver(claim_with(n3, 9, &[2, 3]));
+        assert!(!c.recovering());
+        assert_eq!(
+            c.phase(),
+            Phase::Awaiting {
+                donor: n3,
+                view: vid(3, n1)
+            }
+        );
+    }
+
+    /// A donor of another cluster is refused before anything of its state
+    /// is applied; a new member without a cluster id adopts the donor's.
+    #[test]
+    fn a_donor_of_another_cluster_is_refused_and_a_new_member_adopts_its_donors() {
+        let (n1, n2) = (Pid::new(1, 1), Pid::new(2, 1));
+        let v = vid(2, n1);
+        let mut c = ReplicaCore::new(n2, Count(3), 3, None);
+        c.set_cluster(Some(ClusterId(1)));
+        c.on_view(View {
+            id: v,
+            members: vec![n1, n2],
+        });
+        c.on_await_state(n1, v);
+        c.state_begin(n1, v, 10, None, Some(ClusterId(2)));
+        assert!(c.restore.is_none());
+        assert_eq!(c.machine().0, 3, "the state was touched");
+        assert!(c.drain_actions().iter().any(|a| matches!(
+            a,
+            Action::ForeignCluster {
+                ours: ClusterId(1),
+                theirs: ClusterId(2)
+            }
+        )));
+        let mut fresh = ReplicaCore::new(n2, Count(0), 0, None);
+        fresh.on_view(View {
+            id: v,
+            members: vec![n1, n2],
+        });
+        fresh.on_await_state(n1, v);
+        fresh.state_begin(n1, v, 10, None, Some(ClusterId(2)));
+        assert!(fresh.restore.is_some());
+        assert_eq!(fresh.cluster(), Some(ClusterId(2)));
     }
 }

@@ -244,7 +244,7 @@ impl<S: StateMachine> Driver<S> {
         match p.chunks {
             None => core.state_refused(donor, view),
             Some(chunks) => {
-                core.state_begin(donor, view, p.position, None);
+                core.state_begin(donor, view, p.position, None, None);
                 let n = chunks.len() as u64;
                 let mut crc = crc32fast::Hasher::new();
                 for (i, c) in chunks.iter().enumerate() {

@@ -56,6 +56,9 @@ pub struct ReplicaStatus {
     /// The last time this replica's side of a partition lost a merge
     /// (partitionable policy): where it diverged and how much it discarded.
     pub last_divergence: Option<DivergenceInfo>,
+    /// The cluster this replica's state belongs to (`None` until a new
+    /// member has received its first state).
+    pub cluster: Option<crate::identity::ClusterId>,
 }
 
 /// Counters ([`crate::Replica::metrics`]).
@@ -188,6 +191,15 @@ pub enum ReplicaEvent {
     /// replica takes the state by transfer instead.
     CheckpointRejected {
         /// Why, in plain words.
+        reason: String,
+    },
+    /// A delivered command could not be decoded by this build: the replica
+    /// stopped applying at `position` and leaves the group rather than
+    /// diverge (see [`crate::StateMachine`], versions).
+    Halted {
+        /// The position of the command it could not decode.
+        position: u64,
+        /// Why.
         reason: String,
     },
     /// The group recovered from a total failure.

@@ -63,6 +63,8 @@ pub(crate) struct Plan<I> {
     pub(crate) position: u64,
     pub(crate) image: Option<I>,
     pub(crate) recovering: Option<u64>,
+    /// The donor's cluster id, sent in [`Direct::Begin`].
+    pub(crate) cluster: Option<crate::identity::ClusterId>,
     pub(crate) attempt: u32,
 }
 
@@ -167,6 +169,7 @@ async fn stream<I: SnapshotImage>(
                     attempt,
                     position: plan.position,
                     recovering: plan.recovering,
+                    cluster: plan.cluster,
                 },
                 Bytes::new(),
             )
@@ -182,6 +185,7 @@ async fn stream<I: SnapshotImage>(
             attempt,
             position: plan.position,
             recovering: None,
+            cluster: plan.cluster,
         },
         Bytes::new(),
     )

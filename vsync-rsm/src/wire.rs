@@ -31,6 +31,9 @@ pub enum Entry {
         origin: Pid,
         /// Commands applied since genesis in its state.
         position: u64,
+        /// The node ids of the last view it installed before the outage
+        /// (empty if it knows none): recovery waits for all of them.
+        last_view: Vec<u64>,
     },
 }
 
@@ -70,8 +73,12 @@ pub enum Direct {
         position: u64,
         /// The group is recovering from a total failure and has no agreed
         /// state yet: keep your own and take part in recovery (`expect`
-        /// members).
+        /// members; 0: every node of the members' last views, see
+        /// [`crate::sansio::RecoveryRule::to_wire`]).
         recovering: Option<u64>,
+        /// The donor's cluster id: a joiner of another cluster refuses the
+        /// state; one without a cluster id adopts it.
+        cluster: Option<crate::identity::ClusterId>,
     },
     /// A piece of a chunk (`last`: the chunk's last piece). Its bytes
     /// follow the message's encoding in the same payload ([`encode_direct`],

@@ -117,9 +117,12 @@ impl<S: StateMachine> Replica<S> {
             disk = OnDisk::default();
         }
         let mut rejected = None;
-        let store = match &config.data_dir {
-            Some(dir) => Some(open_store(dir, &mut rejected, &events)?),
-            None => None,
+        let founding = matches!(plan, StartPlan::Found { .. });
+        // A founder opens its store once the group is up: a failed bind
+        // then leaves the directory empty, so that a retry may found.
+        let mut store = match &config.data_dir {
+            Some(dir) if !founding => Some(open_store(dir, &mut rejected, &events)?),
+            _ => None,
         };
         let recovering = match plan {
             StartPlan::Recover { expect, .. } => Some(RecoveryRule::Expect(expect.max(1))),
@@ -137,9 +140,6 @@ impl<S: StateMachine> Replica<S> {
                 &config.net.group,
                 config.net.node,
             );
-            if let Some(dir) = &config.data_dir {
-                id.save(dir).map_err(|e| RsmError::Storage(e.to_string()))?;
-            }
             tracing::info!(cluster = %id.cluster, group = %id.group, "founding a new cluster");
             identity = Some(id);
         }
@@ -148,13 +148,14 @@ impl<S: StateMachine> Replica<S> {
             core.set_last_view(last.nodes());
         }
         let mut last_checkpoint = None;
-        if let (Some(store), false) = (&store, matches!(plan, StartPlan::Found { .. })) {
+        if let Some(store) = &store {
             match load_local(store, &mut core, config.durability, &events) {
                 Ok(pos) => last_checkpoint = pos,
                 Err(reason) => rejected = Some(reason),
             }
         }
         let mut restart = None;
+        let mut group_joined = true;
         let group = match &plan {
             StartPlan::Found { .. } | StartPlan::Recover { found: true, .. } => {
                 Group::found(config.net.clone()).await?
@@ -174,6 +175,7 @@ impl<S: StateMachine> Replica<S> {
                 if seeds.is_empty() && *founder {
                     // Alone in its last view: nobody to ask, recover now.
                     core.start_recovery(RecoveryRule::LastViews);
+                    group_joined = false;
                     Group::found(config.net.clone()).await?
                 } else {
                     restart = Some(Restarting {
@@ -187,6 +189,21 @@ impl<S: StateMachine> Replica<S> {
                 Group::join(config.net.clone()).await?
             }
         };
+        if let (StartPlan::Found { .. }, Some(id), Some(dir)) = (&plan, &identity, &config.data_dir)
+        {
+            let opened = open_store(dir, &mut rejected, &events).and_then(|s| {
+                id.save(dir)
+                    .map(|()| s)
+                    .map_err(|e| RsmError::Storage(e.to_string()))
+            });
+            match opened {
+                Ok(s) => store = Some(s),
+                Err(e) => {
+                    group.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
         core.rejoin(group.pid());
         let metrics = Arc::new(Metrics::default());
         let (status_tx, status_rx) = watch::channel(ReplicaStatus {
@@ -242,6 +259,10 @@ impl<S: StateMachine> Replica<S> {
             identity,
             restart,
             lonely_since: None,
+            joins_by_transfer: !matches!(
+                plan,
+                StartPlan::Found { .. } | StartPlan::Recover { found: true, .. }
+            ) && group_joined,
             cfg: config,
         };
         tokio::spawn(task.run());
@@ -536,6 +557,9 @@ struct Task<S: StateMachine> {
     restart: Option<Restarting>,
     /// Since when this replica has been alone in a recovering group.
     lonely_since: Option<Instant>,
+    /// The current incarnation entered by joining (not founding): its
+    /// first view is recorded only after its state arrived.
+    joins_by_transfer: bool,
 }
 
 /// A state prepared for a joiner at its cut, and the stream sending it.
@@ -806,7 +830,7 @@ impl<S: StateMachine> Task<S> {
 
     async fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::View { view, .. } => {
+            Event::View { view, joined } => {
                 Metrics::add(&self.metrics.view_changes, 1);
                 self.blocked = false;
                 let gone: Vec<Pid> = self
@@ -823,7 +847,13 @@ impl<S: StateMachine> Task<S> {
                 }
                 self.restart = None;
                 self.core.on_view(view.clone());
-                self.persist_identity();
+                if joined && self.joins_by_transfer {
+                    // A joiner's first view: the group's cluster is known
+                    // only once its donor's state arrives (a group of
+                    // another cluster must leave no trace on disk).
+                } else {
+                    self.persist_identity();
+                }
                 self.emit(ReplicaEvent::View { view });
             }
             Event::Deliver { payload, .. } => {
@@ -1416,6 +1446,7 @@ impl<S: StateMachine> Task<S> {
                 let pid = group.pid();
                 self.sender = group.sender();
                 self.group = Some(group);
+                self.joins_by_transfer = false;
                 self.core.rejoin(pid);
                 self.core.start_recovery(RecoveryRule::LastViews);
             }
@@ -1580,6 +1611,7 @@ impl<S: StateMachine> Task<S> {
         let pid = group.pid();
         self.sender = group.sender();
         self.group = Some(group);
+        self.joins_by_transfer = true;
         self.core.rejoin(pid);
         Metrics::add(&self.metrics.rejoins, 1);
         self.emit(ReplicaEvent::Rejoined { pid });

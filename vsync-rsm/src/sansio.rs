@@ -713,6 +713,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         match (self.cluster, cluster) {
             (Some(ours), Some(theirs)) if ours != theirs => {
                 self.restore = None;
+                // Nothing more from this donor is taken.
+                self.phase = Phase::Removed;
                 self.actions.push(Action::ForeignCluster { ours, theirs });
                 return;
             }

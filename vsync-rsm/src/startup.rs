@@ -209,7 +209,7 @@ pub fn plan(
                     })
                 };
             }
-            restart(node, seeds, disk, dir)
+            restart(node, seeds, disk, dir, start == Start::Auto)
         }
     }
 }
@@ -220,6 +220,7 @@ fn restart(
     seeds: &[SocketAddr],
     disk: &OnDisk,
     dir: &Path,
+    may_found: bool,
 ) -> Result<StartPlan, StartError> {
     let last = disk.identity.as_ref().and_then(|i| i.last_view.as_ref());
     let Some(last) = last else {
@@ -249,7 +250,7 @@ fn restart(
         }
     }
     let nodes = last.nodes();
-    let founder = nodes.iter().min() == Some(&node);
+    let founder = may_found && nodes.iter().min() == Some(&node);
     Ok(StartPlan::Restart {
         seeds: all,
         founder,

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! rsm-node --node 1 --group g --listen 127.0.0.1:0 [--seeds a,b] [--data DIR]
-//!          [--durability memory|logged] [--start found|join|recover-found|recover]
+//!          [--durability memory|logged] [--start auto|found|join|recover-found|recover]
 //!          [--expect N] [--machine journal|ledger] [--suspect-ms 300]
 //!          [--checkpoint-every N] (--key FILE | --insecure)
 //! ```
@@ -128,6 +128,7 @@ fn config(a: &Args) -> Result<ReplicaConfig, String> {
     c.checkpoint_interval = Duration::from_secs(2);
     c.transfer_timeout = Duration::from_secs(5);
     c.start = match a.start.as_str() {
+        "auto" => Start::Auto,
         "found" => Start::Found,
         "join" => Start::Join,
         "recover-found" => Start::Recover {
@@ -140,7 +141,7 @@ fn config(a: &Args) -> Result<ReplicaConfig, String> {
         },
         s => {
             return Err(format!(
-                "--start is found, join, recover-found or recover, not {s}"
+                "--start is auto, found, join, recover-found or recover, not {s}"
             ));
         }
     };

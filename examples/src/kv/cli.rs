@@ -101,8 +101,10 @@ pub struct NodeArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// The `--listen` address of a running replica to join through (repeat
-    /// for several). Without one, a new cluster is founded unless the data
-    /// directory holds a checkpoint to restart from.
+    /// for several). With an empty data directory and no seed, a new
+    /// cluster is founded. A data directory that holds state is never
+    /// founded over: the replica rejoins the members of its last view (and
+    /// the seeds), or recovers with them if the whole cluster is down.
     #[arg(long = "seed")]
     pub seeds: Vec<SocketAddr>,
     /// Persistence.
@@ -132,12 +134,24 @@ pub struct NodeArgs {
     /// How long a silent replica may be before it is suspected, in ms.
     #[arg(long, default_value_t = 1000)]
     pub suspect_timeout_ms: u64,
-    /// Recover after every replica stopped: load this node's checkpoint and
-    /// log, then wait for this many replicas (the last view's members)
-    /// before the most recent state is chosen. Without `--seed`, this node
-    /// founds the recovering cluster.
-    #[arg(long, value_name = "EXPECT")]
+    /// Override for a whole-cluster outage in which a replica is gone for
+    /// good: load this node's checkpoint and log, then choose the most
+    /// recent state once this many replicas are present (without the flag,
+    /// recovery is automatic and waits for every replica of the last
+    /// view). Without `--seed`, this node founds the recovering cluster.
+    /// What only the missing replicas held is lost.
+    #[arg(long, value_name = "EXPECT", conflicts_with = "found_new_cluster")]
     pub recover: Option<usize>,
+    /// Found a new, empty cluster even though the data directory holds
+    /// data: the directory is first renamed to `DIR.old-<unix ms>` (never
+    /// deleted). Without this flag a replica with data always rejoins its
+    /// cluster.
+    #[arg(long)]
+    pub found_new_cluster: bool,
+    /// How long a restarting replica asks its last view's members to admit
+    /// it before it concludes the whole cluster is down and recovers, in ms.
+    #[arg(long, default_value_t = 3000)]
+    pub restart_wait_ms: u64,
     /// Append this replica's history (views, sends, deliveries) to this
     /// file as JSON lines, for `vsync-kv timeline` and the checker.
     #[arg(long)]

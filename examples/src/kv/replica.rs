@@ -23,7 +23,7 @@ use bytes::Bytes;
 use imbl::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use vsync_core::engine::PartitionPolicy;
 use vsync_rsm::{
@@ -290,6 +290,9 @@ pub struct KvReplica {
     discarded: Arc<AtomicU64>,
     policy: PartitionPolicy,
     faults: Option<vsync_net::Faults>,
+    /// Set when this process asked to leave: the replica's stop is then
+    /// expected, not a failure.
+    leaving: Arc<AtomicBool>,
 }
 
 impl KvReplica {
@@ -351,13 +354,14 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
     cfg.checkpoint_every = a.checkpoint_every;
     cfg.checkpoint_interval = Duration::from_secs(a.checkpoint_secs);
     cfg.max_transfer = a.max_transfer;
-    cfg.start = match (a.recover, a.seeds.is_empty()) {
-        (Some(expect), seedless) => Start::Recover {
-            found: seedless,
+    cfg.restart_wait = Duration::from_millis(a.restart_wait_ms);
+    cfg.start = match (a.recover, a.found_new_cluster) {
+        (Some(expect), _) => Start::Recover {
+            found: a.seeds.is_empty(),
             expect,
         },
-        (None, true) => Start::Found,
-        (None, false) => Start::Join,
+        (None, true) => Start::FoundAnew,
+        (None, false) => Start::Auto,
     };
     let keys = Arc::new(AtomicU64::new(0));
     let machine = KvMachine::new(keys.clone());
@@ -367,6 +371,8 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
         .await
         .map_err(|e| format!("cannot start the replica: {e}"))?;
     tokio::spawn(purge_expired(replica.clone(), expiring));
+    let leaving = Arc::new(AtomicBool::new(false));
+    tokio::spawn(exit_when_stopped(replica.clone(), leaving.clone()));
     Ok(KvReplica {
         replica,
         node: a.id,
@@ -375,7 +381,35 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
         discarded,
         policy,
         faults,
+        leaving,
     })
+}
+
+/// Ends the process when the replica stops by itself (it halted on a
+/// command this build cannot decode, its data directory belongs to another
+/// cluster, its disk failed): a server that can no longer serve must not
+/// look alive to a supervisor. Exit status 1, the reason on stderr.
+async fn exit_when_stopped(replica: Replica<KvMachine>, leaving: Arc<AtomicBool>) {
+    let mut events = replica.events();
+    loop {
+        let reason = match events.recv().await {
+            Ok(vsync_rsm::ReplicaEvent::Stopped { reason }) => reason,
+            Ok(_) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                if replica.status().role != Role::Stopped {
+                    continue;
+                }
+                "see the log".to_string()
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if leaving.load(Ordering::Relaxed) {
+            return;
+        }
+        tracing::error!(%reason, "the replica stopped: exiting");
+        eprintln!("vsync-kv: the replica stopped: {reason}");
+        std::process::exit(1);
+    }
 }
 
 /// Once a second, the view's coordinator replicates a purge of the keys
@@ -477,6 +511,7 @@ impl Backend for KvReplica {
     }
 
     async fn leave(&self) -> Result<(), BackendError> {
+        self.leaving.store(true, Ordering::Relaxed);
         self.replica.leave().await.map_err(map_err)
     }
 

@@ -46,18 +46,99 @@ pub fn spawn_logged(
     extra: &[&str],
     log: Option<&std::path::Path>,
 ) -> Node {
-    match try_spawn(id, data.clone(), seeds, extra, log) {
+    match try_spawn(id, data.clone(), "127.0.0.1:0", seeds, extra, log) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("node {id}: {e}; retrying once");
-            try_spawn(id, data, seeds, extra, log).unwrap_or_else(|e| panic!("node {id}: {e}"))
+            try_spawn(id, data, "127.0.0.1:0", seeds, extra, log)
+                .unwrap_or_else(|e| panic!("node {id}: {e}"))
         }
     }
+}
+
+/// Starts a node whose group traffic listens on `listen` (a fixed port, as
+/// in a real deployment, so that a restart with the same command line is
+/// reachable where it was). Panics if it does not come up.
+pub fn spawn_on(
+    id: u64,
+    data: PathBuf,
+    listen: SocketAddr,
+    seeds: &[SocketAddr],
+    extra: &[&str],
+) -> Node {
+    try_spawn(id, data, &listen.to_string(), seeds, extra, None)
+        .unwrap_or_else(|e| panic!("node {id}: {e}"))
+}
+
+/// Runs `vsync-kv node` with these arguments to its end (for a start that
+/// must be refused); returns its exit success and standard error. Killed
+/// after `within`.
+pub fn run_to_exit(
+    id: u64,
+    data: &std::path::Path,
+    listen: SocketAddr,
+    seeds: &[SocketAddr],
+    extra: &[&str],
+    within: Duration,
+) -> (Option<bool>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vsync-kv"));
+    cmd.args([
+        "node",
+        "--id",
+        &id.to_string(),
+        "--listen",
+        &listen.to_string(),
+    ])
+    .args([
+        "--resp",
+        "127.0.0.1:0",
+        "--insecure",
+        "--suspect-timeout-ms",
+        "1000",
+    ])
+    .arg("--data")
+    .arg(data);
+    for s in seeds {
+        cmd.args(["--seed", &s.to_string()]);
+    }
+    let mut child = cmd
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vsync-kv");
+    let mut err = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break Some(st.success());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, reader.join().unwrap_or_default())
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
 }
 
 fn try_spawn(
     id: u64,
     data: PathBuf,
+    listen: &str,
     seeds: &[SocketAddr],
     extra: &[&str],
     log: Option<&std::path::Path>,
@@ -68,7 +149,7 @@ fn try_spawn(
         "--id",
         &id.to_string(),
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--resp",
         "127.0.0.1:0",
     ])

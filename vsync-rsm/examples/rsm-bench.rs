@@ -315,7 +315,7 @@ fn checkpoint(entries: u64) -> Res<()> {
             map.insert(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), k);
         }
     }
-    let w = store.write_checkpoint(entries, None, m.image())?;
+    let w = store.write_checkpoint(entries, None, None, m.image())?;
     println!(
         "checkpoint write: {entries} entries, {} bytes in {} chunks, {:.2?}",
         w.meta.bytes, w.meta.chunks, w.took

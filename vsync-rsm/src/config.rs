@@ -116,6 +116,14 @@ pub struct ReplicaConfig {
     pub discard_journal: usize,
     /// The same journal's limit in bytes of encoded commands.
     pub discard_journal_bytes: usize,
+    /// How many of the last applied commands a replica keeps in memory
+    /// ([`crate::tail`]) so that, as a donor, it can send a restarting
+    /// replica only the commands it lacks (a catch-up) instead of the whole
+    /// state. A replica further behind, or on another history, gets the
+    /// whole state. 0 turns catch-ups off.
+    pub catch_up_commands: u64,
+    /// The same tail's limit in bytes of delivered batches.
+    pub catch_up_bytes: usize,
 }
 
 impl ReplicaConfig {
@@ -123,7 +131,8 @@ impl ReplicaConfig {
     /// every 100,000 commands or 60 s, [`Start::Auto`] with a 3 s restart
     /// wait, automatic rejoin,
     /// 15 s transfer timeout, state transfers up to 16 GiB, a discard
-    /// journal of 10,000 commands or 16 MiB.
+    /// journal of 10,000 commands or 16 MiB, a catch-up tail of 1,000,000
+    /// commands or 64 MiB.
     pub fn new(net: vsync_net::Config) -> Self {
         ReplicaConfig {
             net,
@@ -139,6 +148,8 @@ impl ReplicaConfig {
             max_transfer: 16 << 30,
             discard_journal: 10_000,
             discard_journal_bytes: 16 << 20,
+            catch_up_commands: 1_000_000,
+            catch_up_bytes: 64 << 20,
         }
     }
 }

@@ -68,6 +68,7 @@ pub mod simcheck;
 pub mod startup;
 mod status;
 pub mod store;
+pub mod tail;
 pub mod transfer;
 pub mod wal;
 pub mod wire;

@@ -133,6 +133,7 @@ impl<S: StateMachine> Replica<S> {
         if config.net.engine.policy == vsync_core::engine::PartitionPolicy::Partitionable {
             core.set_journal(config.discard_journal, config.discard_journal_bytes);
         }
+        core.set_tail_limits(config.catch_up_commands, config.catch_up_bytes);
         let mut identity = disk.identity.clone();
         if let StartPlan::Found { .. } = plan {
             let id = Identity::new(
@@ -430,7 +431,7 @@ fn load_local<S: StateMachine>(
     let loaded = store.load_checkpoint(|c| core.load_chunk(c));
     let mut result = Ok(None);
     match loaded {
-        Ok(Some(meta)) => match core.load_end(meta.position) {
+        Ok(Some(meta)) => match core.load_end(meta.position, store.checkpoint_chain(&meta)) {
             Ok(()) => {
                 tracing::info!(position = meta.position, "checkpoint loaded");
                 let _ = events.send(ReplicaEvent::CheckpointLoaded {
@@ -521,7 +522,7 @@ struct Task<S: StateMachine> {
     /// `max_transfer`).
     received: transfer::Received,
     /// Requests that came before this replica reached the joiner's cut.
-    asked: HashMap<Pid, (ViewId, u32)>,
+    asked: HashMap<Pid, (ViewId, u32, Option<(u64, u64)>)>,
     done_tx: mpsc::UnboundedSender<Finished>,
     done_rx: mpsc::UnboundedReceiver<Finished>,
     last_progress: Instant,
@@ -957,8 +958,12 @@ impl<S: StateMachine> Task<S> {
 
     async fn on_direct(&mut self, from: Pid, m: Direct, data: Bytes) {
         match m {
-            Direct::Request { view, attempt } => {
-                self.on_request_state(from, view, attempt);
+            Direct::Request {
+                view,
+                attempt,
+                have,
+            } => {
+                self.on_request_state(from, view, attempt, have);
                 return;
             }
             Direct::Ack {
@@ -1001,10 +1006,12 @@ impl<S: StateMachine> Task<S> {
                 position,
                 recovering,
                 cluster,
+                chain,
+                catch_up,
                 ..
             } => self
                 .core
-                .state_begin(from, view, position, recovering, cluster),
+                .state_begin(from, view, position, recovering, cluster, chain, catch_up),
             Direct::Piece {
                 view, seq, last, ..
             } => {
@@ -1055,11 +1062,17 @@ impl<S: StateMachine> Task<S> {
 
     /// A joiner asks for its state (again): (re)start the stream from a
     /// clone of the image taken at its cut.
-    fn on_request_state(&mut self, joiner: Pid, view: ViewId, attempt: u32) {
+    fn on_request_state(
+        &mut self,
+        joiner: Pid,
+        view: ViewId,
+        attempt: u32,
+        have: Option<(u64, u64)>,
+    ) {
         let Some(p) = self.donors.get_mut(&joiner) else {
             // Asked before this replica reached the cut: answered then.
             tracing::debug!(%joiner, %view, "state asked for before the cut");
-            self.asked.insert(joiner, (view, attempt));
+            self.asked.insert(joiner, (view, attempt, have));
             return;
         };
         if p.plan.view != view || p.running.as_ref().is_some_and(|o| o.attempt >= attempt) {
@@ -1076,6 +1089,10 @@ impl<S: StateMachine> Task<S> {
         }
         let mut plan = p.plan.clone();
         plan.attempt = attempt;
+        plan.catch_up = plan.catch_up_from(have);
+        if let Some((from, batches)) = &plan.catch_up {
+            tracing::info!(%joiner, from, to = plan.position, batches = batches.len(), "the joiner is on this history: sending only the commands it lacks (catch-up)");
+        }
         // Dropping the previous stream aborts it.
         p.running = Some(transfer::spawn(
             self.sender.clone(),
@@ -1108,8 +1125,16 @@ impl<S: StateMachine> Task<S> {
             _ => 1,
         };
         self.request = Some((donor, view, attempt, Instant::now()));
-        self.send_direct(donor, &Direct::Request { view, attempt })
-            .await;
+        let have = self.core.catch_up_point();
+        self.send_direct(
+            donor,
+            &Direct::Request {
+                view,
+                attempt,
+                have,
+            },
+        )
+        .await;
     }
 
     /// Carries out the core's actions.
@@ -1170,6 +1195,8 @@ impl<S: StateMachine> Task<S> {
                 image,
                 recovering,
                 cluster,
+                chain,
+                tail,
             } => {
                 // Kept until the joiner asks (and asks again if pieces
                 // are lost), has restored it, or leaves the view.
@@ -1183,14 +1210,17 @@ impl<S: StateMachine> Task<S> {
                             image,
                             recovering,
                             cluster,
+                            chain,
+                            tail: tail.map(Arc::new),
+                            catch_up: None,
                             attempt: 0,
                         },
                         running: None,
                     },
                 );
-                if let Some((v, attempt)) = self.asked.remove(&joiner) {
+                if let Some((v, attempt, have)) = self.asked.remove(&joiner) {
                     if v == view {
-                        self.on_request_state(joiner, view, attempt);
+                        self.on_request_state(joiner, view, attempt, have);
                     }
                 }
             }
@@ -1221,15 +1251,23 @@ impl<S: StateMachine> Task<S> {
                 donor,
                 position,
                 bytes,
+                caught_up,
             } => {
-                tracing::info!(%donor, position, bytes, "state received");
+                if caught_up {
+                    tracing::info!(%donor, position, bytes, "caught up: received only the commands this replica lacked");
+                    Metrics::add(&self.metrics.catch_ups_received, 1);
+                } else {
+                    tracing::info!(%donor, position, bytes, "state received");
+                }
                 Metrics::add(&self.metrics.transfers_received, 1);
                 self.emit(ReplicaEvent::StateTransferDone {
                     donor,
                     position,
                     bytes,
                 });
-                if self.store.is_some() {
+                // A catch-up was logged batch by batch onto the local
+                // state: the checkpoint and log on disk still rebuild it.
+                if self.store.is_some() && !caught_up {
                     // The received state is the new base of the log.
                     self.needs_base = self.cfg.durability == Durability::Logged;
                     self.ckpt_force = true;
@@ -1485,9 +1523,10 @@ impl<S: StateMachine> Task<S> {
         self.last_ckpt_at = Instant::now();
         let image = self.core.machine().image();
         let view = self.core.view().map(|v| v.id);
+        let chain = self.core.chain();
         let store = store.clone();
         self.ckpt = Some(tokio::task::spawn_blocking(move || {
-            store.write_checkpoint(pos, view, image)
+            store.write_checkpoint(pos, view, chain, image)
         }));
     }
 

@@ -34,6 +34,7 @@ use crate::divergence::{Divergence, Journal};
 use crate::error::RestoreError;
 use crate::identity::ClusterId;
 use crate::machine::StateMachine;
+use crate::tail::{Tail, TailBatch, fold};
 use crate::wire::{Entry, decode_batch, encode_batch};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -88,6 +89,11 @@ pub enum Action<S: StateMachine> {
         recovering: Option<u64>,
         /// This replica's cluster id, if it has one.
         cluster: Option<ClusterId>,
+        /// The lineage hash of the image's state (`None`: not known).
+        chain: Option<u64>,
+        /// The batches applied before the cut, for a catch-up instead of
+        /// the image (`None`: none kept).
+        tail: Option<Tail>,
     },
     /// A delivered batch with commands was applied; `first` is the position
     /// before it (for the durable log).
@@ -105,6 +111,9 @@ pub enum Action<S: StateMachine> {
         position: u64,
         /// Bytes received.
         bytes: u64,
+        /// Only the missing commands were received (a catch-up, logged as
+        /// they were applied), not the whole state.
+        caught_up: bool,
     },
     /// A piece of the state was lost in transit: ask the donor to start
     /// the transfer again.
@@ -147,6 +156,10 @@ pub enum Phase {
 
 struct Restore {
     position: u64,
+    /// The donor's lineage hash at `position`.
+    chain: Option<u64>,
+    /// A catch-up: the pieces are batches applied to the state as it is.
+    catch_up: bool,
     next: u64,
     crc: crc32fast::Hasher,
     partial: Vec<u8>,
@@ -225,6 +238,11 @@ pub struct ReplicaCore<S: StateMachine> {
     last_view: Vec<u64>,
     /// Halted on an undecodable command: nothing more is applied.
     halted: bool,
+    /// The lineage hash of the state ([`crate::tail`]); `None`: not known
+    /// (a checkpoint written before the hash existed), so no catch-up.
+    chain: Option<u64>,
+    /// The last applied batches, for catch-ups of restarting replicas.
+    tail: Tail,
 }
 
 impl<S: StateMachine> ReplicaCore<S> {
@@ -251,7 +269,29 @@ impl<S: StateMachine> ReplicaCore<S> {
             cluster: None,
             last_view: Vec::new(),
             halted: false,
+            chain: Some(0),
+            tail: Tail::default(),
         }
+    }
+
+    /// Keeps the last `commands` applied commands (at most `bytes` bytes)
+    /// for catch-ups ([`crate::tail`]; 0: none).
+    pub fn set_tail_limits(&mut self, commands: u64, bytes: usize) {
+        self.tail.set_limits(commands, bytes);
+    }
+
+    /// The lineage hash of the state, if known.
+    pub fn chain(&self) -> Option<u64> {
+        self.chain
+    }
+
+    /// Where this replica's state is, for a catch-up request: its position
+    /// and lineage hash, if it holds a usable state of a known lineage.
+    pub fn catch_up_point(&self) -> Option<(u64, u64)> {
+        if !self.intact || self.halted || self.cluster.is_none() {
+            return None;
+        }
+        self.chain.map(|c| (self.position, c))
     }
 
     /// The cluster the state belongs to (from the data directory; a new
@@ -366,19 +406,22 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.machine.restore_chunk(chunk)
     }
 
-    /// Ends loading a local state at `position`.
-    pub fn load_end(&mut self, position: u64) -> Result<(), RestoreError> {
+    /// Ends loading a local state at `position`, whose lineage hash is
+    /// `chain` (`None`: not known).
+    pub fn load_end(&mut self, position: u64, chain: Option<u64>) -> Result<(), RestoreError> {
         self.machine.restore_end()?;
         self.position = position;
+        self.chain = chain;
         self.intact = true;
         self.journal.clear();
+        self.tail.clear();
         Ok(())
     }
 
     /// Discards the state: genesis (position 0, an empty machine).
     pub fn reset(&mut self) -> Result<(), RestoreError> {
         self.load_begin();
-        self.load_end(0)
+        self.load_end(0, Some(0))
     }
 
     /// Re-applies a logged batch whose first command is at `first` (commands
@@ -473,6 +516,8 @@ impl<S: StateMachine> ReplicaCore<S> {
             image,
             recovering,
             cluster: self.cluster,
+            chain: self.chain,
+            tail: (!self.tail.is_empty()).then(|| self.tail.clone()),
         });
     }
 
@@ -510,6 +555,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.machine.restore_begin();
         self.intact = false;
         self.position = 0;
+        self.chain = None;
+        self.tail.clear();
         self.journal.clear();
         self.buffered.clear();
         self.restore = None;
@@ -548,8 +595,17 @@ impl<S: StateMachine> ReplicaCore<S> {
             }
         };
         let first = self.position;
+        let chain = self.chain;
         let applied = self.apply_entries(entries, first, Some(()));
         if applied > 0 {
+            if let (Some(chain), false) = (chain, self.halted) {
+                self.tail.push(TailBatch {
+                    first,
+                    chain,
+                    commands: applied,
+                    payload: payload.clone(),
+                });
+            }
             self.actions.push(Action::Log { first, payload });
         }
     }
@@ -582,6 +638,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                     }
                     let output = self.machine.apply(c);
                     self.position += 1;
+                    self.chain = self.chain.map(|h| fold(h, &cmd));
                     applied += 1;
                     if let (Some(()), Some(v)) = (live, self.view.as_ref()) {
                         self.journal.applied(self.position, v.id, &cmd);
@@ -677,6 +734,8 @@ impl<S: StateMachine> ReplicaCore<S> {
                     image: Some(self.machine.image()),
                     recovering: None,
                     cluster: self.cluster,
+                    chain: self.chain,
+                    tail: None,
                 });
             }
         } else if self.position < max {
@@ -699,6 +758,12 @@ impl<S: StateMachine> ReplicaCore<S> {
     /// awaited donor for the awaited view. A donor of another cluster
     /// (`cluster` differs from ours) is refused ([`Action::ForeignCluster`]);
     /// a replica that has no cluster id yet adopts the donor's.
+    ///
+    /// `catch_up`: `Some(p)` when the donor sends only the batches after
+    /// position `p` (this replica's own position, which it asked with),
+    /// applied to the state as it is; `chain` is the donor's lineage hash
+    /// at `position`, checked at the end.
+    #[allow(clippy::too_many_arguments)]
     pub fn state_begin(
         &mut self,
         from: Pid,
@@ -706,6 +771,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         position: u64,
         recovering: Option<u64>,
         cluster: Option<ClusterId>,
+        chain: Option<u64>,
+        catch_up: Option<u64>,
     ) {
         if !self.check_from(from, view) {
             return;
@@ -744,10 +811,32 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         // A donor with a state: the group has recovered (or never failed).
         self.recovery = None;
+        if let Some(p) = catch_up {
+            if !self.intact || p != self.position {
+                self.give_up(format!(
+                    "the donor sent a catch-up from position {p}, but this replica is at {}",
+                    self.position
+                ));
+                return;
+            }
+            self.tail.clear();
+            self.restore = Some(Restore {
+                position,
+                chain,
+                catch_up: true,
+                next: 0,
+                crc: crc32fast::Hasher::new(),
+                partial: Vec::new(),
+                bytes: 0,
+            });
+            return;
+        }
         self.intact = false;
         self.machine.restore_begin();
         self.restore = Some(Restore {
             position,
+            chain,
+            catch_up: false,
             next: 0,
             crc: crc32fast::Hasher::new(),
             partial: Vec::new(),
@@ -778,18 +867,19 @@ impl<S: StateMachine> ReplicaCore<S> {
         r.next += 1;
         r.bytes += data.len() as u64;
         r.crc.update(data);
-        let res = if last && r.partial.is_empty() {
-            self.machine.restore_chunk(data)
+        let catch_up = r.catch_up;
+        let whole: Option<std::borrow::Cow<'_, [u8]>> = if last && r.partial.is_empty() {
+            Some(data.into())
         } else {
             r.partial.extend_from_slice(data);
-            if last {
-                let chunk = std::mem::take(&mut r.partial);
-                self.machine.restore_chunk(&chunk)
-            } else {
-                Ok(())
-            }
+            last.then(|| std::mem::take(&mut r.partial).into())
         };
         let next = r.next;
+        let res = match whole {
+            None => Ok(()),
+            Some(chunk) if catch_up => self.catch_up_batch(&chunk),
+            Some(chunk) => self.machine.restore_chunk(&chunk),
+        };
         if let Err(e) = res {
             self.give_up(e.to_string());
             return None;
@@ -817,12 +907,22 @@ impl<S: StateMachine> ReplicaCore<S> {
             self.give_up("the state's checksum does not match: corrupted in transit".into());
             return;
         }
-        if let Err(e) = self.machine.restore_end() {
+        if r.catch_up {
+            if self.position != r.position || (r.chain.is_some() && self.chain != r.chain) {
+                self.give_up(format!(
+                    "the catch-up ended at position {} (lineage {:?}), the donor's cut is at {} ({:?})",
+                    self.position, self.chain, r.position, r.chain
+                ));
+                return;
+            }
+        } else if let Err(e) = self.machine.restore_end() {
             self.give_up(e.to_string());
             return;
         }
         self.intact = true;
         self.position = r.position;
+        self.chain = r.chain;
+        self.tail.clear();
         self.phase = Phase::Member;
         self.journal.clear();
         self.journal.view_began(view, r.position);
@@ -830,8 +930,28 @@ impl<S: StateMachine> ReplicaCore<S> {
             donor: from,
             position: r.position,
             bytes: r.bytes,
+            caught_up: r.catch_up,
         });
         self.drain_buffer();
+    }
+
+    /// Applies one batch of a catch-up (as the group delivered it) to the
+    /// state as it is, and logs it (so that the log stays contiguous).
+    fn catch_up_batch(&mut self, payload: &[u8]) -> Result<(), RestoreError> {
+        let first = self.position;
+        if let Err(reason) = self.replay(first, payload) {
+            // This build cannot apply the group's commands: a retry would
+            // fail alike.
+            self.halt(reason.clone());
+            return Err(RestoreError(reason));
+        }
+        if self.position > first {
+            self.actions.push(Action::Log {
+                first,
+                payload: Bytes::copy_from_slice(payload),
+            });
+        }
+        Ok(())
     }
 
     /// The donor has no state to send.
@@ -939,7 +1059,7 @@ mod tests {
         });
         // Admitted as a joiner: n3 donates and says the group recovers.
         c.on_await_state(n3, v3);
-        c.state_begin(n3, v3, 9, Some(3), None);
+        c.state_begin(n3, v3, 9, Some(3), None, None, None);
         assert!(c.recovering());
         for (p, pos) in [(n1, 5), (n3, 9), (n2, 5)] {
             c.on_deliver(claim(p, pos));
@@ -954,7 +1074,7 @@ mod tests {
             }
         );
         // n3's answer to a request it got before deciding: ignored.
-        c.state_begin(n3, v3, 9, Some(3), None);
+        c.state_begin(n3, v3, 9, Some(3), None, None, None);
         assert!(!c.recovering(), "a stale answer restarted recovery");
         assert_eq!(
             c.phase(),
@@ -964,8 +1084,110 @@ mod tests {
             }
         );
         // Asked again, n3 (decided) sends the state.
-        c.state_begin(n3, v3, 9, None, None);
+        c.state_begin(n3, v3, 9, None, None, None, None);
         assert!(c.restore.is_some());
+    }
+
+    /// Delivers `cmds` to `c`, one batch each.
+    fn deliver_all(c: &mut ReplicaCore<Count>, from: Pid, cmds: &[u64]) {
+        for (i, n) in cmds.iter().enumerate() {
+            c.on_deliver(cmd(from, i as u64, postcard::to_stdvec(n).unwrap()));
+        }
+    }
+
+    /// Runs a catch-up of `batches` from the donor's cut into `j`.
+    fn catch_up(j: &mut ReplicaCore<Count>, d: &ReplicaCore<Count>, from: u64, batches: &[Bytes]) {
+        let (n1, v) = (Pid::new(1, 1), vid(5, Pid::new(1, 1)));
+        j.on_view(View {
+            id: v,
+            members: vec![n1, j.pid()],
+        });
+        j.on_await_state(n1, v);
+        j.state_begin(
+            n1,
+            v,
+            d.position(),
+            None,
+            Some(ClusterId(1)),
+            d.chain(),
+            Some(from),
+        );
+        let mut crc = crc32fast::Hasher::new();
+        for (i, b) in batches.iter().enumerate() {
+            crc.update(b);
+            j.state_piece(n1, v, i as u64, true, b);
+        }
+        j.state_end(n1, v, batches.len() as u64, crc.finalize());
+    }
+
+    /// A restarted replica on the donor's history receives only the
+    /// batches after its own position and ends with the donor's state and
+    /// lineage; a donor that starts one batch too late is caught (the
+    /// lineage hash at the end differs) and the joiner gives up instead of
+    /// serving a wrong state.
+    #[test]
+    fn a_catch_up_sends_only_the_missing_batches_and_a_wrong_start_is_caught() {
+        let (n1, n2) = (Pid::new(1, 1), Pid::new(2, 2));
+        let mut d = ReplicaCore::new(n1, Count::default(), 0, None);
+        d.set_tail_limits(100, 1 << 20);
+        d.set_cluster(Some(ClusterId(1)));
+        d.on_view(View {
+            id: vid(1, n1),
+            members: vec![n1],
+        });
+        deliver_all(&mut d, n1, &[1, 2, 3, 4, 5]);
+        // The joiner restarted with the first two commands applied.
+        let mut j = ReplicaCore::new(n2, Count::default(), 0, None);
+        j.set_cluster(Some(ClusterId(1)));
+        j.on_view(View {
+            id: vid(1, n1),
+            members: vec![n1, n2],
+        });
+        deliver_all(&mut j, n1, &[1, 2]);
+        j.drain_actions();
+        let have = j.catch_up_point().expect("a point");
+        assert_eq!(have.0, 2);
+        let batches = d
+            .tail
+            .since(have.0, have.1, (d.position(), d.chain().unwrap()))
+            .expect("on the same history");
+        assert_eq!(batches.len(), 3, "only the missing batches");
+        catch_up(&mut j, &d, have.0, &batches);
+        assert_eq!(j.phase(), Phase::Member);
+        assert_eq!((j.position(), j.machine().0, j.chain()), (5, 15, d.chain()));
+        let acts = j.drain_actions();
+        assert!(acts.iter().any(|a| matches!(
+            a,
+            Action::StateRestored {
+                caught_up: true,
+                ..
+            }
+        )));
+        let logged = acts
+            .iter()
+            .filter(|a| matches!(a, Action::Log { .. }))
+            .count();
+        assert_eq!(logged, 3, "each caught-up batch is logged");
+
+        // Mutation: the donor starts one batch too late.
+        let mut k = ReplicaCore::new(n2, Count::default(), 0, None);
+        k.set_cluster(Some(ClusterId(1)));
+        k.on_view(View {
+            id: vid(1, n1),
+            members: vec![n1, n2],
+        });
+        deliver_all(&mut k, n1, &[1, 2]);
+        catch_up(&mut k, &d, 2, &batches[1..]);
+        assert_ne!(
+            k.phase(),
+            Phase::Member,
+            "served a state that skipped a command"
+        );
+        assert!(
+            k.drain_actions()
+                .iter()
+                .any(|a| matches!(a, Action::GiveUp { .. }))
+        );
     }
 
     /// Two builds whose commands differ: a replica that cannot decode a
@@ -1048,7 +1270,7 @@ mod tests {
             members: vec![n1, n2],
         });
         c.on_await_state(n1, v);
-        c.state_begin(n1, v, 10, None, Some(ClusterId(2)));
+        c.state_begin(n1, v, 10, None, Some(ClusterId(2)), None, None);
         assert!(c.restore.is_none());
         assert_eq!(c.machine().0, 3, "the state was touched");
         assert!(c.drain_actions().iter().any(|a| matches!(
@@ -1064,7 +1286,7 @@ mod tests {
             members: vec![n1, n2],
         });
         fresh.on_await_state(n1, v);
-        fresh.state_begin(n1, v, 10, None, Some(ClusterId(2)));
+        fresh.state_begin(n1, v, 10, None, Some(ClusterId(2)), None, None);
         assert!(fresh.restore.is_some());
         assert_eq!(fresh.cluster(), Some(ClusterId(2)));
     }

@@ -116,6 +116,7 @@ pub struct SeedReport {
 struct Pending {
     donor: Pid,
     position: u64,
+    chain: Option<u64>,
     chunks: Option<Vec<Vec<u8>>>,
 }
 
@@ -187,6 +188,7 @@ impl<S: StateMachine> Driver<S> {
                     view,
                     position,
                     image,
+                    chain,
                     ..
                 } => {
                     let chunks = image.map(chunks_of);
@@ -195,6 +197,7 @@ impl<S: StateMachine> Driver<S> {
                         Pending {
                             donor: pid,
                             position,
+                            chain,
                             chunks,
                         },
                     );
@@ -244,7 +247,7 @@ impl<S: StateMachine> Driver<S> {
         match p.chunks {
             None => core.state_refused(donor, view),
             Some(chunks) => {
-                core.state_begin(donor, view, p.position, None, None);
+                core.state_begin(donor, view, p.position, None, None, p.chain, None);
                 let n = chunks.len() as u64;
                 let mut crc = crc32fast::Hasher::new();
                 for (i, c) in chunks.iter().enumerate() {

@@ -74,8 +74,10 @@ pub struct ReplicaMetrics {
     pub transfer_bytes_sent: u64,
     /// State-transfer bytes received as joiner.
     pub transfer_bytes_received: u64,
-    /// State transfers completed as joiner.
+    /// State transfers completed as joiner (catch-ups included).
     pub transfers_received: u64,
+    /// Of those, catch-ups: only the missing commands were received.
+    pub catch_ups_received: u64,
     /// Checkpoints written.
     pub checkpoints_written: u64,
     /// How long the last checkpoint took to write.
@@ -101,6 +103,7 @@ pub(crate) struct Metrics {
     pub(crate) transfer_bytes_sent: AtomicU64,
     pub(crate) transfer_bytes_received: AtomicU64,
     pub(crate) transfers_received: AtomicU64,
+    pub(crate) catch_ups_received: AtomicU64,
     pub(crate) checkpoints_written: AtomicU64,
     pub(crate) last_checkpoint_micros: AtomicU64,
     pub(crate) log_appends: AtomicU64,
@@ -123,6 +126,7 @@ impl Metrics {
             transfer_bytes_sent: g(&self.transfer_bytes_sent),
             transfer_bytes_received: g(&self.transfer_bytes_received),
             transfers_received: g(&self.transfers_received),
+            catch_ups_received: g(&self.catch_ups_received),
             checkpoints_written: g(&self.checkpoints_written),
             last_checkpoint_duration: Duration::from_micros(g(&self.last_checkpoint_micros)),
             log_appends: g(&self.log_appends),

@@ -27,6 +27,11 @@ use std::time::{Duration, Instant};
 use vsync_core::ViewId;
 
 const META_KEY: &[u8] = b"checkpoint";
+/// The lineage hash of the current checkpoint ([`crate::tail`]): its
+/// position and hash, written in the same atomic batch as the metadata (a
+/// separate key, so that checkpoints written before it existed still load;
+/// they have no hash and never serve a catch-up).
+const CHAIN_KEY: &[u8] = b"checkpoint-chain";
 
 /// A checkpoint's metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +134,7 @@ impl Store {
         &self,
         position: u64,
         view: Option<ViewId>,
+        chain: Option<u64>,
         mut image: impl SnapshotImage,
     ) -> Result<Written, RsmError> {
         let start = Instant::now();
@@ -167,13 +173,31 @@ impl Store {
         let mut raw = postcard::to_stdvec(&meta)?;
         let sum = crc32fast::hash(&raw);
         raw.extend_from_slice(&sum.to_le_bytes());
-        self.db.insert(META_KEY, raw)?;
+        let mut b = sled::Batch::default();
+        b.insert(META_KEY, raw);
+        match chain {
+            Some(c) => {
+                let mut v = position.to_le_bytes().to_vec();
+                v.extend_from_slice(&c.to_le_bytes());
+                b.insert(CHAIN_KEY, v);
+            }
+            None => b.remove(CHAIN_KEY),
+        }
+        self.db.apply_batch(b)?;
         self.db.flush()?;
         self.truncate_log(position)?;
         Ok(Written {
             meta,
             took: start.elapsed(),
         })
+    }
+
+    /// The lineage hash of the checkpoint `meta`, if it was recorded.
+    pub fn checkpoint_chain(&self, meta: &CheckpointMeta) -> Option<u64> {
+        let v = self.db.get(CHAIN_KEY).ok()??;
+        let pos = u64::from_le_bytes(v.get(..8)?.try_into().ok()?);
+        let chain = u64::from_le_bytes(v.get(8..16)?.try_into().ok()?);
+        (pos == meta.position).then_some(chain)
     }
 
     /// Feeds the current checkpoint's chunks to `restore`, verifying them.
@@ -239,6 +263,7 @@ impl Store {
     /// Removes the checkpoint and the log (a new genesis).
     pub fn clear(&self) -> Result<(), RsmError> {
         self.db.remove(META_KEY)?;
+        self.db.remove(CHAIN_KEY)?;
         self.wal.clear()?;
         for s in 0..2 {
             self.db.open_tree(slot_name(s))?.clear()?;
@@ -285,11 +310,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         assert!(load(&s).unwrap().is_none());
-        s.write_checkpoint(7, None, image()).unwrap();
-        let w = s.write_checkpoint(9, None, image()).unwrap();
+        s.write_checkpoint(7, None, None, image()).unwrap();
+        let w = s.write_checkpoint(9, None, Some(99), image()).unwrap();
         assert_eq!(w.meta.position, 9);
         let (m, got) = load(&s).unwrap().unwrap();
         assert_eq!((m.position, m.chunks, got), (9, 5, image().0));
+        assert_eq!(s.checkpoint_chain(&m), Some(99));
         let slot = s.db.open_tree(slot_name(m.slot)).unwrap();
         // A flipped byte: the chunks' checksum.
         let mut c = slot.get(2u64.to_be_bytes()).unwrap().unwrap().to_vec();
@@ -308,8 +334,10 @@ mod tests {
         let e = load(&s).unwrap_err();
         assert!(e.contains("metadata"), "{e}");
         // A new checkpoint replaces the damaged one.
-        s.write_checkpoint(11, None, image()).unwrap();
-        assert_eq!(load(&s).unwrap().unwrap().0.position, 11);
+        s.write_checkpoint(11, None, None, image()).unwrap();
+        let m = load(&s).unwrap().unwrap().0;
+        assert_eq!(m.position, 11);
+        assert_eq!(s.checkpoint_chain(&m), None, "a stale hash was kept");
     }
 
     #[test]
@@ -340,13 +368,13 @@ mod tests {
             s.append(first, &[first as u8]).unwrap();
         }
         s.flush().unwrap();
-        s.write_checkpoint(25, None, image()).unwrap();
+        s.write_checkpoint(25, None, None, image()).unwrap();
         let keys = |s: &Store| s.log_entries().map(|e| e.unwrap().0).collect::<Vec<u64>>();
         // The log goes by whole segments: the one holding 20 (straddling
         // 25) and 30 stays; the next checkpoint starts a new one.
         assert_eq!(keys(&s), vec![0, 10, 20, 30]);
         s.append(40, &[40]).unwrap();
-        s.write_checkpoint(45, None, image()).unwrap();
+        s.write_checkpoint(45, None, None, image()).unwrap();
         assert_eq!(keys(&s), vec![40]);
         s.clear().unwrap();
         assert!(load(&s).unwrap().is_none());

@@ -65,7 +65,29 @@ pub(crate) struct Plan<I> {
     pub(crate) recovering: Option<u64>,
     /// The donor's cluster id, sent in [`Direct::Begin`].
     pub(crate) cluster: Option<crate::identity::ClusterId>,
+    /// The lineage hash at `position`.
+    pub(crate) chain: Option<u64>,
+    /// The batches applied before the cut ([`crate::tail`]).
+    pub(crate) tail: Option<Arc<crate::tail::Tail>>,
+    /// For this attempt: send these batches from this position (a
+    /// catch-up) instead of the image.
+    pub(crate) catch_up: Option<(u64, Vec<Bytes>)>,
     pub(crate) attempt: u32,
+}
+
+impl<I> Plan<I> {
+    /// The batches that take a joiner at `have` (position, lineage hash)
+    /// to this plan's cut, if the tail holds them.
+    pub(crate) fn catch_up_from(&self, have: Option<(u64, u64)>) -> Option<(u64, Vec<Bytes>)> {
+        let (pos, chain) = have?;
+        let end = (self.position, self.chain?);
+        self.image.as_ref()?;
+        if pos > self.position {
+            return None;
+        }
+        let tail = self.tail.as_ref()?;
+        tail.since(pos, chain, end).map(|b| (pos, b))
+    }
 }
 
 /// A state transfer went past the joiner's limit
@@ -170,6 +192,8 @@ async fn stream<I: SnapshotImage>(
                     position: plan.position,
                     recovering: plan.recovering,
                     cluster: plan.cluster,
+                    chain: None,
+                    catch_up: None,
                 },
                 Bytes::new(),
             )
@@ -186,16 +210,24 @@ async fn stream<I: SnapshotImage>(
             position: plan.position,
             recovering: None,
             cluster: plan.cluster,
+            chain: plan.chain,
+            catch_up: plan.catch_up.as_ref().map(|(p, _)| *p),
         },
         Bytes::new(),
     )
     .await?;
     let piece = PIECE.min(sender.max_direct().saturating_sub(256)).max(1024);
+    // A catch-up sends the batches themselves, one chunk each; otherwise
+    // the image, serialised as it goes.
+    let mut batches = plan.catch_up.map(|(_, b)| b.into_iter());
     // The image is serialised on a blocking thread, a few pieces ahead.
     let (ptx, mut prx) = mpsc::channel::<(Bytes, bool)>(8);
     let producer = tokio::task::spawn_blocking(move || {
-        while let Some(chunk) = image.next_chunk() {
-            let chunk = Bytes::from(chunk);
+        let mut next = || match batches.as_mut() {
+            Some(b) => b.next(),
+            None => image.next_chunk().map(Bytes::from),
+        };
+        while let Some(chunk) = next() {
             if chunk.is_empty() {
                 if ptx.blocking_send((chunk, true)).is_err() {
                     return;

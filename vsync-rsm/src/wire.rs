@@ -61,6 +61,11 @@ pub enum Direct {
         view: ViewId,
         /// Attempt number, from 1.
         attempt: u32,
+        /// The joiner's own state, if it has one of a known lineage (a
+        /// restarted replica): its position and lineage hash. A donor whose
+        /// tail holds the batches from there sends only those
+        /// ([`crate::tail`]).
+        have: Option<(u64, u64)>,
     },
     /// The donor starts sending the state at `position` for the view that
     /// admitted the joiner.
@@ -79,6 +84,11 @@ pub enum Direct {
         /// The donor's cluster id: a joiner of another cluster refuses the
         /// state; one without a cluster id adopts it.
         cluster: Option<crate::identity::ClusterId>,
+        /// The lineage hash of the state at `position` ([`crate::tail`]).
+        chain: Option<u64>,
+        /// A catch-up: the pieces are the delivered batches after this
+        /// position (the joiner's own), not an image.
+        catch_up: Option<u64>,
     },
     /// A piece of a chunk (`last`: the chunk's last piece). Its bytes
     /// follow the message's encoding in the same payload ([`encode_direct`],

@@ -84,6 +84,10 @@ pub struct BackendMetrics {
     pub state_transfer_bytes_sent: u64,
     /// Bytes received as a joiner.
     pub state_transfer_bytes_received: u64,
+    /// Transfers received as a joiner (catch-ups included).
+    pub state_transfers_received: u64,
+    /// Of those, catch-ups: only the commands the replica lacked.
+    pub catch_ups_received: u64,
     /// Checkpoints taken.
     pub checkpoints: u64,
     /// Total time spent taking checkpoints, in seconds.

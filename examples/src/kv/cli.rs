@@ -152,6 +152,14 @@ pub struct NodeArgs {
     /// it before it concludes the whole cluster is down and recovers, in ms.
     #[arg(long, default_value_t = 3000)]
     pub restart_wait_ms: u64,
+    /// How many of the last writes this replica keeps in memory so that a
+    /// restarted replica that is fewer writes behind receives only those
+    /// (a catch-up) instead of the whole data set. 0: always the whole set.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub catch_up_writes: u64,
+    /// The same, in MiB of writes.
+    #[arg(long, default_value_t = 64)]
+    pub catch_up_mib: usize,
     /// Append this replica's history (views, sends, deliveries) to this
     /// file as JSON lines, for `vsync-kv timeline` and the checker.
     #[arg(long)]

@@ -136,6 +136,18 @@ impl Metrics {
         );
         counter(
             &mut o,
+            "vsync_kv_state_transfers_received_total",
+            "State transfers received as a joiner (catch-ups included).",
+            b.state_transfers_received as f64,
+        );
+        counter(
+            &mut o,
+            "vsync_kv_catch_ups_received_total",
+            "State transfers that sent only the commands this replica lacked.",
+            b.catch_ups_received as f64,
+        );
+        counter(
+            &mut o,
             "vsync_kv_checkpoints_total",
             "Checkpoints taken.",
             b.checkpoints as f64,

@@ -355,6 +355,8 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
     cfg.checkpoint_interval = Duration::from_secs(a.checkpoint_secs);
     cfg.max_transfer = a.max_transfer;
     cfg.restart_wait = Duration::from_millis(a.restart_wait_ms);
+    cfg.catch_up_commands = a.catch_up_writes;
+    cfg.catch_up_bytes = a.catch_up_mib.saturating_mul(1 << 20);
     cfg.start = match (a.recover, a.found_new_cluster) {
         (Some(expect), _) => Start::Recover {
             found: a.seeds.is_empty(),
@@ -500,6 +502,8 @@ impl Backend for KvReplica {
             view_changes: m.view_changes,
             state_transfer_bytes_sent: m.transfer_bytes_sent,
             state_transfer_bytes_received: m.transfer_bytes_received,
+            state_transfers_received: m.transfers_received,
+            catch_ups_received: m.catch_ups_received,
             checkpoints: m.checkpoints_written,
             checkpoint_seconds_total: 0.0,
             last_checkpoint_seconds: m.last_checkpoint_duration.as_secs_f64(),

@@ -568,7 +568,7 @@ pub fn info_text(
     if want("vsync") {
         let _ = write!(
             o,
-            "# Vsync\r\nvsync_node:{}\r\nvsync_pid:{}\r\nvsync_view:{}\r\nvsync_members:{}\r\nvsync_member_count:{}\r\nvsync_position:{}\r\nvsync_role:{}\r\nvsync_partition:{}\r\nvsync_partition_policy:{}\r\nvsync_divergences:{}\r\nvsync_discarded_writes:{}\r\nvsync_last_divergence:{}\r\nvsync_last_checkpoint:{}\r\nvsync_state_transfer_received_bytes:{}\r\nvsync_state_transfer_sent_bytes:{}\r\nvsync_checkpoints:{}\r\nvsync_commands_processed:{}\r\n\r\n",
+            "# Vsync\r\nvsync_node:{}\r\nvsync_pid:{}\r\nvsync_view:{}\r\nvsync_members:{}\r\nvsync_member_count:{}\r\nvsync_position:{}\r\nvsync_role:{}\r\nvsync_partition:{}\r\nvsync_partition_policy:{}\r\nvsync_divergences:{}\r\nvsync_discarded_writes:{}\r\nvsync_last_divergence:{}\r\nvsync_last_checkpoint:{}\r\nvsync_state_transfer_received_bytes:{}\r\nvsync_state_transfer_sent_bytes:{}\r\nvsync_state_transfers_received:{}\r\nvsync_catch_ups_received:{}\r\nvsync_checkpoints:{}\r\nvsync_commands_processed:{}\r\n\r\n",
             st.node,
             st.pid,
             st.view.as_deref().unwrap_or("none"),
@@ -585,6 +585,8 @@ pub fn info_text(
                 .map_or_else(|| "none".to_string(), |p| p.to_string()),
             repl.state_transfer_bytes_received,
             repl.state_transfer_bytes_sent,
+            repl.state_transfers_received,
+            repl.catch_ups_received,
             repl.checkpoints,
             metrics.total_commands(),
         );

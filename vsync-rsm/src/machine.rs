@@ -74,6 +74,26 @@ pub trait StateMachine: Send + 'static {
     /// the apply path (see the module documentation).
     type Image: SnapshotImage;
 
+    /// The version of the commands this build sends: the encoding of
+    /// [`StateMachine::Command`] and the meaning [`StateMachine::apply`]
+    /// gives it. Bump it in a build whose commands an older build cannot
+    /// decode, or would apply differently.
+    const VERSION: u32 = 1;
+
+    /// The command versions this build decodes and applies exactly as the
+    /// builds that send them do, `(oldest, newest)`; it must contain
+    /// [`StateMachine::VERSION`].
+    ///
+    /// A group admits a replica only if every member reads its `VERSION`
+    /// and it reads every member's (checked through the total order, before
+    /// the newcomer serves anything; an incompatible one halts with a
+    /// message naming both). Upgrading to commands of version 2 therefore
+    /// takes two rolling restarts: first a build that still sends version 1
+    /// but reads `(1, 2)`, then, once every replica runs it, the build that
+    /// sends version 2 (reading `(1, 2)` or `(2, 2)`). See docs/PROTOCOL.md,
+    /// "Versions and upgrades".
+    const READS: (u32, u32) = (Self::VERSION, Self::VERSION);
+
     /// Applies one command and returns its output.
     fn apply(&mut self, cmd: Self::Command) -> Self::Output;
 

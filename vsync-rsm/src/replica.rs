@@ -22,7 +22,7 @@ use crate::divergence::DivergenceInfo;
 use crate::error::RsmError;
 use crate::identity::{ClusterId, Identity, LastMember, LastView};
 use crate::machine::StateMachine;
-use crate::sansio::{Action, Phase, ReadFn, RecoveryRule, ReplicaCore};
+use crate::sansio::{Action, Offer, Phase, ReadFn, RecoveryRule, ReplicaCore};
 use crate::startup::{OnDisk, StartPlan};
 use crate::status::{Metrics, ReplicaEvent, ReplicaMetrics, ReplicaStatus, Role};
 use crate::store::{Store, Written};
@@ -522,7 +522,7 @@ struct Task<S: StateMachine> {
     /// `max_transfer`).
     received: transfer::Received,
     /// Requests that came before this replica reached the joiner's cut.
-    asked: HashMap<Pid, (ViewId, u32, Option<(u64, u64)>)>,
+    asked: HashMap<Pid, Asked>,
     done_tx: mpsc::UnboundedSender<Finished>,
     done_rx: mpsc::UnboundedReceiver<Finished>,
     last_progress: Instant,
@@ -561,6 +561,15 @@ struct Task<S: StateMachine> {
     /// The current incarnation entered by joining (not founding): its
     /// first view is recorded only after its state arrived.
     joins_by_transfer: bool,
+}
+
+/// A joiner's request for its state that came before this replica
+/// reached the joiner's cut (answered when it does).
+struct Asked {
+    view: ViewId,
+    attempt: u32,
+    /// Where the joiner's own state is (for a catch-up).
+    have: Option<(u64, u64)>,
 }
 
 /// A state prepared for a joiner at its cut, and the stream sending it.
@@ -698,7 +707,11 @@ impl<S: StateMachine> Task<S> {
             Some(RsmError::Blocked)
         } else if matches!(self.core.phase(), Phase::Removed) {
             Some(RsmError::Removed)
-        } else if self.core.phase() != Phase::Member || self.needs_base || !self.core.readable() {
+        } else if self.core.phase() != Phase::Member
+            || self.needs_base
+            || !self.core.readable()
+            || !self.core.admitted()
+        {
             Some(RsmError::NotMember)
         } else if self.core.recovering() {
             Some(RsmError::Recovering)
@@ -1008,10 +1021,20 @@ impl<S: StateMachine> Task<S> {
                 cluster,
                 chain,
                 catch_up,
+                versions,
                 ..
-            } => self
-                .core
-                .state_begin(from, view, position, recovering, cluster, chain, catch_up),
+            } => self.core.state_begin(
+                from,
+                view,
+                Offer {
+                    position,
+                    recovering,
+                    cluster,
+                    chain,
+                    catch_up,
+                    versions,
+                },
+            ),
             Direct::Piece {
                 view, seq, last, ..
             } => {
@@ -1072,7 +1095,14 @@ impl<S: StateMachine> Task<S> {
         let Some(p) = self.donors.get_mut(&joiner) else {
             // Asked before this replica reached the cut: answered then.
             tracing::debug!(%joiner, %view, "state asked for before the cut");
-            self.asked.insert(joiner, (view, attempt, have));
+            self.asked.insert(
+                joiner,
+                Asked {
+                    view,
+                    attempt,
+                    have,
+                },
+            );
             return;
         };
         if p.plan.view != view || p.running.as_ref().is_some_and(|o| o.attempt >= attempt) {
@@ -1197,6 +1227,7 @@ impl<S: StateMachine> Task<S> {
                 cluster,
                 chain,
                 tail,
+                versions,
             } => {
                 // Kept until the joiner asks (and asks again if pieces
                 // are lost), has restored it, or leaves the view.
@@ -1212,15 +1243,16 @@ impl<S: StateMachine> Task<S> {
                             cluster,
                             chain,
                             tail: tail.map(Arc::new),
+                            versions,
                             catch_up: None,
                             attempt: 0,
                         },
                         running: None,
                     },
                 );
-                if let Some((v, attempt, have)) = self.asked.remove(&joiner) {
-                    if v == view {
-                        self.on_request_state(joiner, view, attempt, have);
+                if let Some(a) = self.asked.remove(&joiner) {
+                    if a.view == view {
+                        self.on_request_state(joiner, view, a.attempt, a.have);
                     }
                 }
             }
@@ -1670,7 +1702,11 @@ impl<S: StateMachine> Task<S> {
                 // Restored, but a Logged joiner serves only once the received
                 // state is on disk as the log's base (`refusal` says
                 // NotMember until then): say so rather than `Member`.
-                Phase::Member if self.needs_base || !self.core.readable() => Role::ReceivingState,
+                Phase::Member
+                    if self.needs_base || !self.core.readable() || !self.core.admitted() =>
+                {
+                    Role::ReceivingState
+                }
                 Phase::Member if self.core.recovering() => Role::Recovering,
                 Phase::Member if self.donors.values().any(|p| p.running.is_some()) => Role::Donor,
                 Phase::Member => {

@@ -21,6 +21,11 @@
 //! - a command that this replica cannot decode is never skipped: the
 //!   replica halts ([`Action::Halt`]) rather than diverge from replicas that
 //!   could decode it;
+//! - a replica serves only once its build's command versions
+//!   ([`crate::StateMachine::VERSION`], [`crate::StateMachine::READS`]),
+//!   announced through the total order ([`Entry::Hello`]), were found
+//!   compatible with every admitted member's, by every replica alike; an
+//!   incompatible newcomer halts before it sends a command;
 //! - a state from another cluster (its cluster id differs from this
 //!   replica's) is refused ([`Action::ForeignCluster`]) before any of it is
 //!   applied;
@@ -35,7 +40,7 @@ use crate::error::RestoreError;
 use crate::identity::ClusterId;
 use crate::machine::StateMachine;
 use crate::tail::{Tail, TailBatch, fold};
-use crate::wire::{Entry, decode_batch, encode_batch};
+use crate::wire::{Entry, Versions, decode_batch, encode_batch};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use vsync_core::{Pid, View, ViewId};
@@ -94,6 +99,8 @@ pub enum Action<S: StateMachine> {
         /// The batches applied before the cut, for a catch-up instead of
         /// the image (`None`: none kept).
         tail: Option<Tail>,
+        /// The command versions of the members admitted at the cut.
+        versions: Vec<(Pid, Versions)>,
     },
     /// A delivered batch with commands was applied; `first` is the position
     /// before it (for the durable log).
@@ -243,6 +250,33 @@ pub struct ReplicaCore<S: StateMachine> {
     chain: Option<u64>,
     /// The last applied batches, for catch-ups of restarting replicas.
     tail: Tail,
+    /// The command versions of the members admitted so far (their
+    /// [`Entry::Hello`] accepted), pruned at each view.
+    versions: BTreeMap<Pid, Versions>,
+    /// This build's versions.
+    own_versions: Versions,
+    /// This incarnation announced its versions.
+    hello_sent: bool,
+    /// This incarnation's versions were accepted: it may serve.
+    admitted: bool,
+}
+
+/// What a donor's [`crate::wire::Direct::Begin`] offers
+/// ([`ReplicaCore::state_begin`]).
+#[derive(Clone, Debug, Default)]
+pub struct Offer {
+    /// The position of the state.
+    pub position: u64,
+    /// The group is recovering, under this rule ([`RecoveryRule::to_wire`]).
+    pub recovering: Option<u64>,
+    /// The donor's cluster.
+    pub cluster: Option<ClusterId>,
+    /// The lineage hash at `position`.
+    pub chain: Option<u64>,
+    /// A catch-up from this position (this replica's own).
+    pub catch_up: Option<u64>,
+    /// The command versions of the members admitted at the cut.
+    pub versions: Vec<(Pid, Versions)>,
 }
 
 impl<S: StateMachine> ReplicaCore<S> {
@@ -271,7 +305,26 @@ impl<S: StateMachine> ReplicaCore<S> {
             halted: false,
             chain: Some(0),
             tail: Tail::default(),
+            versions: BTreeMap::new(),
+            own_versions: Versions {
+                sends: S::VERSION,
+                reads_from: S::READS.0,
+                reads_to: S::READS.1,
+            },
+            hello_sent: false,
+            admitted: false,
         }
+    }
+
+    /// Whether this incarnation's command versions were accepted by the
+    /// group (it may serve).
+    pub fn admitted(&self) -> bool {
+        self.admitted
+    }
+
+    /// This build's command versions.
+    pub fn own_versions(&self) -> Versions {
+        self.own_versions
     }
 
     /// Keeps the last `commands` applied commands (at most `bytes` bytes)
@@ -369,7 +422,11 @@ impl<S: StateMachine> ReplicaCore<S> {
 
     /// Whether commands may be submitted.
     pub fn serving(&self) -> bool {
-        self.phase == Phase::Member && self.recovery.is_none() && self.intact && !self.halted
+        self.phase == Phase::Member
+            && self.recovery.is_none()
+            && self.intact
+            && !self.halted
+            && self.admitted
     }
 
     /// Deliveries held back until the state arrives.
@@ -456,7 +513,18 @@ impl<S: StateMachine> ReplicaCore<S> {
             Phase::Awaiting { donor, .. } => Some(view.contains(donor)),
             _ => None,
         };
+        self.versions.retain(|p, _| view.contains(*p));
         self.view = Some(view);
+        if !self.hello_sent {
+            self.hello_sent = true;
+            let e = [Entry::Hello {
+                origin: self.pid,
+                versions: self.own_versions,
+            }];
+            if let Ok(b) = encode_batch(&e) {
+                self.actions.push(Action::Multicast(b));
+            }
+        }
         match (self.phase, has_donor) {
             (Phase::Joining, _) => self.phase = Phase::Member,
             (Phase::Awaiting { donor, .. }, Some(false)) => {
@@ -518,6 +586,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             cluster: self.cluster,
             chain: self.chain,
             tail: (!self.tail.is_empty()).then(|| self.tail.clone()),
+            versions: self.versions_table(),
         });
     }
 
@@ -557,6 +626,8 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.position = 0;
         self.chain = None;
         self.tail.clear();
+        self.admitted = false;
+        self.versions.clear();
         self.journal.clear();
         self.buffered.clear();
         self.restore = None;
@@ -578,6 +649,51 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.on_removed();
         self.pid = pid;
         self.phase = Phase::Joining;
+        self.hello_sent = false;
+        self.admitted = false;
+        self.versions.clear();
+    }
+
+    /// The command versions of the admitted members, for a joiner.
+    fn versions_table(&self) -> Vec<(Pid, Versions)> {
+        self.versions.iter().map(|(p, v)| (*p, *v)).collect()
+    }
+
+    /// Members whose versions are incompatible with `v` (`origin` aside).
+    fn incompatible_with(&self, origin: Pid, v: &Versions) -> Vec<String> {
+        self.versions
+            .iter()
+            .filter(|(p, w)| **p != origin && !v.compatible(w))
+            .map(|(p, w)| format!("{p} ({w})"))
+            .collect()
+    }
+
+    /// This build is refused by the group: halt before sending anything.
+    fn refuse_own_versions(&mut self, bad: &[String]) {
+        let v = self.own_versions;
+        self.halt(format!(
+            "this build ({v}) is incompatible with the group's member(s) {}: refused at join (upgrade in steps: docs/PROTOCOL.md, \"Versions and upgrades\")",
+            bad.join(", ")
+        ));
+    }
+
+    /// A newcomer's versions were delivered: every replica decides alike
+    /// whether they are compatible with every admitted member's.
+    fn on_hello(&mut self, origin: Pid, v: Versions) {
+        if !self.view.as_ref().is_some_and(|view| view.contains(origin)) {
+            return;
+        }
+        let bad = self.incompatible_with(origin, &v);
+        if bad.is_empty() {
+            self.versions.insert(origin, v);
+            if origin == self.pid {
+                self.admitted = true;
+            }
+        } else if origin == self.pid {
+            self.refuse_own_versions(&bad);
+        } else {
+            tracing::warn!(newcomer = %origin, versions = %v, "a newcomer's command versions are incompatible with the group's: it is refused and halts");
+        }
     }
 
     fn apply_batch(&mut self, payload: Bytes) {
@@ -669,6 +785,11 @@ impl<S: StateMachine> ReplicaCore<S> {
                         );
                     }
                 }
+                Entry::Hello { origin, versions } => {
+                    if live.is_some() {
+                        self.on_hello(origin, versions);
+                    }
+                }
             }
         }
         applied
@@ -736,6 +857,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                     cluster: self.cluster,
                     chain: self.chain,
                     tail: None,
+                    versions: self.versions_table(),
                 });
             }
         } else if self.position < max {
@@ -752,28 +874,26 @@ impl<S: StateMachine> ReplicaCore<S> {
         matches!(self.phase, Phase::Awaiting { donor, view: v } if donor == from && v == view)
     }
 
-    /// The donor starts sending (`recovering`: the group has no agreed
-    /// state yet; keep ours and take part in recovery, under the rule
-    /// [`RecoveryRule::from_wire`] gives). Ignored unless it comes from the
-    /// awaited donor for the awaited view. A donor of another cluster
-    /// (`cluster` differs from ours) is refused ([`Action::ForeignCluster`]);
-    /// a replica that has no cluster id yet adopts the donor's.
-    ///
-    /// `catch_up`: `Some(p)` when the donor sends only the batches after
-    /// position `p` (this replica's own position, which it asked with),
-    /// applied to the state as it is; `chain` is the donor's lineage hash
-    /// at `position`, checked at the end.
-    #[allow(clippy::too_many_arguments)]
-    pub fn state_begin(
-        &mut self,
-        from: Pid,
-        view: ViewId,
-        position: u64,
-        recovering: Option<u64>,
-        cluster: Option<ClusterId>,
-        chain: Option<u64>,
-        catch_up: Option<u64>,
-    ) {
+    /// The donor starts sending what `offer` says: the state at
+    /// `offer.position`, or, with `offer.recovering`, nothing (the group has
+    /// no agreed state yet: keep ours and take part in recovery, under the
+    /// rule [`RecoveryRule::from_wire`] gives), or, with `offer.catch_up`,
+    /// the batches after this replica's own position, applied to the state
+    /// as it is (`offer.chain`, the donor's lineage hash at the cut, is
+    /// checked at the end). Ignored unless it comes from the awaited donor
+    /// for the awaited view. A donor of another cluster is refused
+    /// ([`Action::ForeignCluster`]); a replica without a cluster id adopts
+    /// the donor's. A build whose command versions are incompatible with
+    /// the admitted members' (`offer.versions`) halts at once.
+    pub fn state_begin(&mut self, from: Pid, view: ViewId, offer: Offer) {
+        let Offer {
+            position,
+            recovering,
+            cluster,
+            chain,
+            catch_up,
+            versions,
+        } = offer;
         if !self.check_from(from, view) {
             return;
         }
@@ -787,6 +907,15 @@ impl<S: StateMachine> ReplicaCore<S> {
             }
             (None, Some(theirs)) => self.cluster = Some(theirs),
             _ => {}
+        }
+        self.versions = versions.into_iter().collect();
+        let own = self.own_versions;
+        let bad = self.incompatible_with(self.pid, &own);
+        if !bad.is_empty() {
+            self.restore = None;
+            self.phase = Phase::Removed;
+            self.refuse_own_versions(&bad);
+            return;
         }
         if let Some(rule) = recovering {
             if self.awaiting_recovered {
@@ -1041,6 +1170,14 @@ mod tests {
         ViewId { epoch, installer }
     }
 
+    fn offer(position: u64, cluster: u128) -> Offer {
+        Offer {
+            position,
+            cluster: Some(ClusterId(cluster)),
+            ..Offer::default()
+        }
+    }
+
     /// A member admitted in the view where recovery decides may ask the
     /// chosen holder for the state before the holder has decided; the
     /// holder's stale answer ("the group is recovering") must not put it
@@ -1059,7 +1196,15 @@ mod tests {
         });
         // Admitted as a joiner: n3 donates and says the group recovers.
         c.on_await_state(n3, v3);
-        c.state_begin(n3, v3, 9, Some(3), None, None, None);
+        c.state_begin(
+            n3,
+            v3,
+            Offer {
+                position: 9,
+                recovering: Some(3),
+                ..Offer::default()
+            },
+        );
         assert!(c.recovering());
         for (p, pos) in [(n1, 5), (n3, 9), (n2, 5)] {
             c.on_deliver(claim(p, pos));
@@ -1074,7 +1219,15 @@ mod tests {
             }
         );
         // n3's answer to a request it got before deciding: ignored.
-        c.state_begin(n3, v3, 9, Some(3), None, None, None);
+        c.state_begin(
+            n3,
+            v3,
+            Offer {
+                position: 9,
+                recovering: Some(3),
+                ..Offer::default()
+            },
+        );
         assert!(!c.recovering(), "a stale answer restarted recovery");
         assert_eq!(
             c.phase(),
@@ -1084,7 +1237,14 @@ mod tests {
             }
         );
         // Asked again, n3 (decided) sends the state.
-        c.state_begin(n3, v3, 9, None, None, None, None);
+        c.state_begin(
+            n3,
+            v3,
+            Offer {
+                position: 9,
+                ..Offer::default()
+            },
+        );
         assert!(c.restore.is_some());
     }
 
@@ -1106,11 +1266,13 @@ mod tests {
         j.state_begin(
             n1,
             v,
-            d.position(),
-            None,
-            Some(ClusterId(1)),
-            d.chain(),
-            Some(from),
+            Offer {
+                position: d.position(),
+                cluster: Some(ClusterId(1)),
+                chain: d.chain(),
+                catch_up: Some(from),
+                ..Offer::default()
+            },
         );
         let mut crc = crc32fast::Hasher::new();
         for (i, b) in batches.iter().enumerate() {
@@ -1188,6 +1350,57 @@ mod tests {
                 .iter()
                 .any(|a| matches!(a, Action::GiveUp { .. }))
         );
+    }
+
+    fn hello(origin: Pid, sends: u32, reads: (u32, u32)) -> Bytes {
+        encode_batch(&[Entry::Hello {
+            origin,
+            versions: Versions {
+                sends,
+                reads_from: reads.0,
+                reads_to: reads.1,
+            },
+        }])
+        .expect("encode")
+    }
+
+    /// Every replica decides alike, in the total order, whether a
+    /// newcomer's command versions fit the admitted members': a replica
+    /// serves only once its own are accepted, and a newcomer that does
+    /// not fit is not admitted (and halts itself, below).
+    #[test]
+    fn command_versions_are_admitted_in_the_total_order() {
+        let (n1, n2, n3) = (Pid::new(1, 1), Pid::new(2, 1), Pid::new(3, 1));
+        let mut c = ReplicaCore::new(n1, Count::default(), 0, None);
+        c.on_view(View {
+            id: vid(1, n1),
+            members: vec![n1, n2, n3],
+        });
+        assert!(matches!(c.drain_actions()[..], [Action::Multicast(_)]), "no hello sent");
+        assert!(!c.serving(), "serves before its versions were accepted");
+        c.on_deliver(hello(n1, 1, (1, 1)));
+        assert!(c.serving());
+        // Sends version 2, which n1 does not read: not admitted.
+        c.on_deliver(hello(n2, 2, (1, 2)));
+        // Sends 1, reads 1..=2: admitted.
+        c.on_deliver(hello(n3, 1, (1, 2)));
+        let admitted: Vec<Pid> = c.versions.keys().copied().collect();
+        assert_eq!(admitted, vec![n1, n3]);
+
+        // The version-2 newcomer's own view of the same deliveries: it halts.
+        let mut d = ReplicaCore::new(n2, Count::default(), 0, None);
+        d.own_versions = Versions {
+            sends: 2,
+            reads_from: 1,
+            reads_to: 2,
+        };
+        d.on_view(View {
+            id: vid(1, n1),
+            members: vec![n1, n2, n3],
+        });
+        d.on_deliver(hello(n1, 1, (1, 1)));
+        d.on_deliver(hello(n2, 2, (1, 2)));
+        assert!(d.halted() && !d.admitted());
     }
 
     /// Two builds whose commands differ: a replica that cannot decode a
@@ -1270,7 +1483,7 @@ mod tests {
             members: vec![n1, n2],
         });
         c.on_await_state(n1, v);
-        c.state_begin(n1, v, 10, None, Some(ClusterId(2)), None, None);
+        c.state_begin(n1, v, offer(10, 2));
         assert!(c.restore.is_none());
         assert_eq!(c.machine().0, 3, "the state was touched");
         assert!(c.drain_actions().iter().any(|a| matches!(
@@ -1286,7 +1499,7 @@ mod tests {
             members: vec![n1, n2],
         });
         fresh.on_await_state(n1, v);
-        fresh.state_begin(n1, v, 10, None, Some(ClusterId(2)), None, None);
+        fresh.state_begin(n1, v, offer(10, 2));
         assert!(fresh.restore.is_some());
         assert_eq!(fresh.cluster(), Some(ClusterId(2)));
     }

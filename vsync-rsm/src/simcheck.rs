@@ -247,7 +247,15 @@ impl<S: StateMachine> Driver<S> {
         match p.chunks {
             None => core.state_refused(donor, view),
             Some(chunks) => {
-                core.state_begin(donor, view, p.position, None, None, p.chain, None);
+                core.state_begin(
+                    donor,
+                    view,
+                    crate::sansio::Offer {
+                        position: p.position,
+                        chain: p.chain,
+                        ..Default::default()
+                    },
+                );
                 let n = chunks.len() as u64;
                 let mut crc = crc32fast::Hasher::new();
                 for (i, c) in chunks.iter().enumerate() {

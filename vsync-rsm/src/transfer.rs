@@ -69,6 +69,8 @@ pub(crate) struct Plan<I> {
     pub(crate) chain: Option<u64>,
     /// The batches applied before the cut ([`crate::tail`]).
     pub(crate) tail: Option<Arc<crate::tail::Tail>>,
+    /// The command versions of the admitted members at the cut.
+    pub(crate) versions: Vec<(Pid, crate::wire::Versions)>,
     /// For this attempt: send these batches from this position (a
     /// catch-up) instead of the image.
     pub(crate) catch_up: Option<(u64, Vec<Bytes>)>,
@@ -194,6 +196,7 @@ async fn stream<I: SnapshotImage>(
                     cluster: plan.cluster,
                     chain: None,
                     catch_up: None,
+                    versions: plan.versions.clone(),
                 },
                 Bytes::new(),
             )
@@ -212,6 +215,7 @@ async fn stream<I: SnapshotImage>(
             cluster: plan.cluster,
             chain: plan.chain,
             catch_up: plan.catch_up.as_ref().map(|(p, _)| *p),
+            versions: plan.versions.clone(),
         },
         Bytes::new(),
     )

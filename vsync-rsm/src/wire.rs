@@ -35,6 +35,47 @@ pub enum Entry {
         /// (empty if it knows none): recovery waits for all of them.
         last_view: Vec<u64>,
     },
+    /// A new incarnation says which command versions its build sends and
+    /// reads. Delivered in the total order, it is checked by every replica
+    /// alike against the members admitted so far; the newcomer serves only
+    /// once its own is accepted, and halts if it is refused.
+    Hello {
+        /// The newcomer.
+        origin: Pid,
+        /// Its build's versions.
+        versions: Versions,
+    },
+}
+
+/// The command versions a replica's build sends and reads
+/// ([`crate::StateMachine::VERSION`], [`crate::StateMachine::READS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versions {
+    /// The version of the commands it sends.
+    pub sends: u32,
+    /// The oldest version it reads.
+    pub reads_from: u32,
+    /// The newest version it reads.
+    pub reads_to: u32,
+}
+
+impl Versions {
+    /// Whether a replica of `self` and one of `other` can be in one group:
+    /// each reads what the other sends.
+    pub fn compatible(&self, other: &Versions) -> bool {
+        let reads = |a: &Versions, v: u32| a.reads_from <= v && v <= a.reads_to;
+        reads(self, other.sends) && reads(other, self.sends)
+    }
+}
+
+impl std::fmt::Display for Versions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sends command version {}, reads {}..={}",
+            self.sends, self.reads_from, self.reads_to
+        )
+    }
 }
 
 /// Encodes a batch.
@@ -89,6 +130,10 @@ pub enum Direct {
         /// A catch-up: the pieces are the delivered batches after this
         /// position (the joiner's own), not an image.
         catch_up: Option<u64>,
+        /// The command versions of the members admitted at the cut: the
+        /// joiner checks its own against them at once, and checks later
+        /// newcomers against them.
+        versions: Vec<(Pid, Versions)>,
     },
     /// A piece of a chunk (`last`: the chunk's last piece). Its bytes
     /// follow the message's encoding in the same payload ([`encode_direct`],

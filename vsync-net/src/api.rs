@@ -325,8 +325,10 @@ impl GroupSender {
     }
 
     /// Leaves the group cleanly: resolves once the view change that removes
-    /// this process is done ([`Event::Left`]), or fails after
-    /// [`Config::leave_timeout`].
+    /// this process is done ([`Event::Left`]) and the other members have
+    /// acknowledged it (so that the process may exit at once), or fails
+    /// after [`Config::leave_timeout`]. A handle dropped after
+    /// [`Event::Left`] lets the runtime finish that acknowledgement first.
     pub async fn leave(&self) -> Result<(), NetError> {
         let (tx, rx) = oneshot::channel();
         self.cmd

@@ -94,6 +94,11 @@ impl State {
             .compare_exchange(RUNNING, s, Ordering::AcqRel, Ordering::Acquire);
     }
 
+    /// Whether the process left the group cleanly.
+    fn left(&self) -> bool {
+        self.0.load(Ordering::Acquire) == LEFT
+    }
+
     pub(crate) fn check(&self) -> Result<(), NetError> {
         if self.0.load(Ordering::Acquire) == RUNNING {
             Ok(())
@@ -376,6 +381,12 @@ impl Runtime {
         let mut gossip = tokio::time::interval(self.gossip_interval);
         gossip.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut graceful = true;
+        // The application dropped its handle after a clean leave: the
+        // engine still resends the change that removes this process until
+        // the others acknowledge it (bounded); stopping at once would lose
+        // it and leave them waiting for a commit that never comes (a
+        // 2-member group then blocked for good).
+        let mut finishing_leave = false;
         loop {
             let deadline = self
                 .engine
@@ -385,8 +396,8 @@ impl Runtime {
                 sleep.as_mut().reset(d.into());
             }
             let wake = tokio::select! {
-                _ = &mut shutdown => Wake::Stop,
-                cmd = self.cmds.recv() => cmd.map_or(Wake::Stop, Wake::Cmd),
+                _ = &mut shutdown, if !finishing_leave => Wake::Stop,
+                cmd = self.cmds.recv(), if !finishing_leave => cmd.map_or(Wake::Stop, Wake::Cmd),
                 Some(inb) = self.inbound.recv() => Wake::Inbound(inb),
                 () = &mut sleep, if deadline.is_some() => Wake::Timer,
                 _ = gossip.tick() => Wake::Gossip,
@@ -394,6 +405,10 @@ impl Runtime {
             let span = self.view_span.clone();
             let _entered = span.enter();
             match wake {
+                Wake::Stop if self.state.left() && !self.engine.is_finished() => {
+                    tracing::debug!("handle dropped after a clean leave: finishing the leave");
+                    finishing_leave = true;
+                }
                 Wake::Stop => {
                     graceful = false;
                     break;
@@ -705,7 +720,8 @@ impl Runtime {
                 tracing::info!(%view, "left the group");
                 self.state.set(LEFT);
                 self.view_tx.send_replace(None);
-                self.resolve_leaves();
+                // `leave()` resolves at `finish`, once the others have the
+                // change (or the engine gave up resending it).
                 Event::Left { view }
             }
         };

@@ -1376,7 +1376,10 @@ mod tests {
             id: vid(1, n1),
             members: vec![n1, n2, n3],
         });
-        assert!(matches!(c.drain_actions()[..], [Action::Multicast(_)]), "no hello sent");
+        assert!(
+            matches!(c.drain_actions()[..], [Action::Multicast(_)]),
+            "no hello sent"
+        );
         assert!(!c.serving(), "serves before its versions were accepted");
         c.on_deliver(hello(n1, 1, (1, 1)));
         assert!(c.serving());

@@ -10,6 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// `vsync-kv status` against `node`: its success and its output.
+fn status_of(node: &Node) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vsync-kv"))
+        .args(["status", "--resp", &node.resp.to_string()])
+        .output()
+        .expect("run vsync-kv status");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 fn get(node: &Node, key: &str) -> Option<String> {
     redis::cmd("GET").arg(key).query(&mut node.conn()).unwrap()
 }
@@ -180,6 +191,15 @@ fn minority_replica_refuses_writes() {
     });
     assert!(refusal.contains("minority"), "{refusal}");
     assert_eq!(nodes[0].info("partition").as_deref(), Some("minority"));
+    // Health and readiness: up, but not ready, and saying why; `vsync-kv
+    // status` exits non-zero so that a script or supervisor can tell.
+    assert!(nodes[0].http_get("/health").starts_with("HTTP/1.1 200"));
+    let ready = nodes[0].http_get("/ready");
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(ready.contains("not ready: minority"), "{ready}");
+    let (ok, out) = status_of(&nodes[0]);
+    assert!(!ok, "status says ready: {out}");
+    assert!(out.contains("not ready: minority"), "{out}");
     // A local read never shows a write that was refused: it answers the old
     // value, or an error while the replica is out of the group.
     match redis::cmd("GET")
@@ -207,6 +227,9 @@ fn minority_replica_refuses_writes() {
         },
     );
     wait_members(&nodes[0], 3);
+    assert!(nodes[0].http_get("/ready").starts_with("HTTP/1.1 200"));
+    let (ok, out) = status_of(&nodes[0]);
+    assert!(ok, "status says not ready: {out}");
     wait_same_position(&[&nodes[0], &nodes[1], &nodes[2]]);
     let d = nodes[0].digest();
     assert_eq!(nodes[1].digest(), d);

@@ -73,6 +73,30 @@ pub struct NodeStatus {
     pub last_checkpoint: Option<u64>,
 }
 
+impl NodeStatus {
+    /// Whether this replica serves writes now (`/ready`, `vsync-kv
+    /// status`): `Err` says why not, in a few words an operator can act
+    /// on.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.partition == "minority" {
+            return Err("minority: cut off from the primary component; writes are refused".into());
+        }
+        match self.role.as_str() {
+            "member" | "coordinator" | "donor" => Ok(()),
+            "joining" => Err("joining: not yet admitted to a view".into()),
+            "receivingstate" => Err("receiving state: taking the group's state".into()),
+            "recovering" => Err(
+                "recovering: the whole cluster restarted; waiting for every replica of the last view"
+                    .into(),
+            ),
+            "blocked" => Err("minority: cut off from the primary component".into()),
+            "removed" => Err("removed: rejoining as a new incarnation".into()),
+            "stopped" => Err("stopped".into()),
+            other => Err(format!("not serving ({other})")),
+        }
+    }
+}
+
 /// Replication counters for `/metrics`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct BackendMetrics {

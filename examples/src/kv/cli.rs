@@ -253,6 +253,10 @@ pub struct StatusArgs {
     /// Print the raw `INFO vsync` fields instead.
     #[arg(long)]
     pub raw: bool,
+    /// Wait up to this many seconds for the replica to be ready (a serving
+    /// member) before reporting; 0: report at once.
+    #[arg(long, default_value_t = 0)]
+    pub wait: u64,
 }
 
 /// Runs the parsed command line; `Err` is the message to print.
@@ -504,14 +508,41 @@ pub fn vsync_info(addr: SocketAddr) -> Result<Vec<(String, String)>, String> {
         .collect())
 }
 
-/// `vsync-kv status`.
+/// `vsync-kv status`: prints where the replica stands; exits non-zero
+/// (the reason on stderr) when it is not ready to serve writes, so that
+/// scripts can wait on it (`--wait SECS`).
 fn status(a: &StatusArgs) -> Result<(), String> {
-    let fields = vsync_info(a.resp)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(a.wait);
+    let mut fields = vsync_info(a.resp);
+    while std::time::Instant::now() < deadline
+        && !fields
+            .as_ref()
+            .is_ok_and(|f| f.iter().any(|(k, v)| k == "ready" && v == "yes"))
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        fields = vsync_info(a.resp);
+    }
+    let fields = fields?;
+    let ready = fields.iter().any(|(k, v)| k == "ready" && v == "yes");
+    let reason = fields
+        .iter()
+        .find(|(k, _)| k == "not_ready_reason")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    print_status(a, &fields);
+    if ready {
+        Ok(())
+    } else {
+        Err(format!("not ready: {reason}"))
+    }
+}
+
+fn print_status(a: &StatusArgs, fields: &[(String, String)]) {
     if a.raw {
-        for (k, v) in &fields {
+        for (k, v) in fields {
             println!("{k}: {v}");
         }
-        return Ok(());
+        return;
     }
     let get = |k: &str| {
         fields
@@ -545,5 +576,5 @@ fn status(a: &StatusArgs) -> Result<(), String> {
         get("discarded_writes"),
         get("last_divergence")
     );
-    Ok(())
+    println!("ready     {}", get("ready"));
 }

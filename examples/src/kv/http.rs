@@ -1,5 +1,8 @@
 //! The HTTP side door (`--http ADDR`): `/metrics` in the Prometheus text
-//! format and `/status` as JSON, for monitoring and for `vsync-kv demo`.
+//! format, `/status` as JSON, `/health` (200 while the process runs) and
+//! `/ready` (200 only while the replica serves writes; 503 with the reason
+//! otherwise: joining, receiving state, recovering, minority, removed), for
+//! load balancers, supervisors and `vsync-kv demo`.
 //!
 //! Guarantees: read-only; it never blocks the data path (it reads the
 //! backend's status and the lock-free counters); it stops when `shutdown`
@@ -29,6 +32,10 @@ pub struct StatusDoc {
     pub resp: String,
     /// RESP commands answered.
     pub commands: u64,
+    /// Whether the replica serves writes now.
+    pub ready: bool,
+    /// Why not, if it does not.
+    pub not_ready: Option<String>,
 }
 
 struct Shared<B> {
@@ -53,6 +60,8 @@ pub async fn serve<B: Backend>(
     let app = Router::new()
         .route("/metrics", get(metrics_handler::<B>))
         .route("/status", get(status_handler::<B>))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready_handler::<B>))
         .with_state(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -70,9 +79,23 @@ async fn metrics_handler<B: Backend>(State(s): State<Arc<Shared<B>>>) -> impl In
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
+async fn ready_handler<B: Backend>(State(s): State<Arc<Shared<B>>>) -> impl IntoResponse {
+    match s.backend.status().readiness() {
+        Ok(()) => (axum::http::StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
 async fn status_handler<B: Backend>(State(s): State<Arc<Shared<B>>>) -> Json<StatusDoc> {
+    let status = s.backend.status();
+    let not_ready = status.readiness().err();
     Json(StatusDoc {
-        status: s.backend.status(),
+        ready: not_ready.is_none(),
+        not_ready,
+        status,
         replication: s.backend.metrics(),
         resp: s.resp.clone(),
         commands: s.metrics.total_commands(),

@@ -568,7 +568,7 @@ pub fn info_text(
     if want("vsync") {
         let _ = write!(
             o,
-            "# Vsync\r\nvsync_node:{}\r\nvsync_pid:{}\r\nvsync_view:{}\r\nvsync_members:{}\r\nvsync_member_count:{}\r\nvsync_position:{}\r\nvsync_role:{}\r\nvsync_partition:{}\r\nvsync_partition_policy:{}\r\nvsync_divergences:{}\r\nvsync_discarded_writes:{}\r\nvsync_last_divergence:{}\r\nvsync_last_checkpoint:{}\r\nvsync_state_transfer_received_bytes:{}\r\nvsync_state_transfer_sent_bytes:{}\r\nvsync_state_transfers_received:{}\r\nvsync_catch_ups_received:{}\r\nvsync_checkpoints:{}\r\nvsync_commands_processed:{}\r\n\r\n",
+            "# Vsync\r\nvsync_node:{}\r\nvsync_pid:{}\r\nvsync_view:{}\r\nvsync_members:{}\r\nvsync_member_count:{}\r\nvsync_position:{}\r\nvsync_role:{}\r\nvsync_partition:{}\r\nvsync_partition_policy:{}\r\nvsync_divergences:{}\r\nvsync_discarded_writes:{}\r\nvsync_last_divergence:{}\r\nvsync_last_checkpoint:{}\r\nvsync_state_transfer_received_bytes:{}\r\nvsync_state_transfer_sent_bytes:{}\r\nvsync_state_transfers_received:{}\r\nvsync_catch_ups_received:{}\r\nvsync_checkpoints:{}\r\nvsync_commands_processed:{}\r\nvsync_ready:{}\r\nvsync_not_ready_reason:{}\r\n\r\n",
             st.node,
             st.pid,
             st.view.as_deref().unwrap_or("none"),
@@ -589,6 +589,8 @@ pub fn info_text(
             repl.catch_ups_received,
             repl.checkpoints,
             metrics.total_commands(),
+            if st.readiness().is_ok() { "yes" } else { "no" },
+            st.readiness().err().unwrap_or_default(),
         );
     }
     if want("keyspace") {

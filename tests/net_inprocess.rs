@@ -142,6 +142,7 @@ async fn a_process_of_another_group_is_refused() {
         group: "beta".into(),
         pid: Pid::new(9, 1),
         listen: "127.0.0.1:9".parse().unwrap(),
+        policy: vsync::core::engine::PartitionPolicy::PrimaryComponent,
     };
     s.write_all(&encode_frame(&hello, DEFAULT_MAX_FRAME).unwrap())
         .await
@@ -196,6 +197,7 @@ async fn bad_frames_close_only_their_connection() {
             group: "g".into(),
             pid: Pid::new(7, 1),
             listen: "127.0.0.1:9".parse().unwrap(),
+            policy: vsync::core::engine::PartitionPolicy::PrimaryComponent,
         },
         DEFAULT_MAX_FRAME,
     )

@@ -132,7 +132,11 @@ impl Cluster {
             }
         }
         let founded = by_epoch.get(&1).map_or(0, BTreeSet::len);
-        assert!(groups.contains(&founded), "groups founded: {:?}", by_epoch.get(&1));
+        assert!(
+            groups.contains(&founded),
+            "groups founded: {:?}",
+            by_epoch.get(&1)
+        );
         if founded == 1 {
             for (epoch, ids) in &by_epoch {
                 assert_eq!(

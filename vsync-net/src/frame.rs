@@ -34,7 +34,7 @@ use vsync_core::{Message, Pid};
 /// The wire format version this crate speaks. 2: `MergeAway` carries the
 /// winner's recent view ids (2026-11-25); a node of version 1 is refused
 /// with [`FrameError`]'s "unsupported wire version" rather than misread.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// The default largest frame accepted or sent (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
@@ -59,6 +59,11 @@ pub enum Frame {
         pid: Pid,
         /// The address the sender listens on (where to dial it).
         listen: SocketAddr,
+        /// The sender's partition policy; a connection between processes
+        /// of different policies is refused (one partitionable member among
+        /// primary-component members could lead them into a minority view
+        /// that forks).
+        policy: vsync_core::engine::PartitionPolicy,
     },
     /// A protocol message for process `to`. A receiver whose process is not
     /// `to` (an older or newer incarnation) drops it.
@@ -536,6 +541,7 @@ mod tests {
                 group: "g".into(),
                 pid: Pid::new(3, 9),
                 listen: "127.0.0.1:4000".parse().unwrap(),
+                policy: vsync_core::engine::PartitionPolicy::Partitionable,
             },
             Frame::AddressBook {
                 entries: vec![(Pid::new(1, 1), "[::1]:5".parse().unwrap())],

@@ -304,6 +304,7 @@ mod tests {
                 group: "g".into(),
                 pid: peer,
                 listen: addr,
+                policy: vsync_core::engine::PartitionPolicy::PrimaryComponent,
             },
             HELLO_MAX,
         )
@@ -322,6 +323,7 @@ mod tests {
         let shared = Arc::new(
             Shared::new(
                 "g".into(),
+                vsync_core::engine::PartitionPolicy::PrimaryComponent,
                 Pid::new(1, 1),
                 "127.0.0.1:1".parse().expect("addr"),
                 Limits {

@@ -247,6 +247,7 @@ pub(crate) async fn start(config: Config, mode: Mode) -> Result<GroupHandle, Net
     let shared = Arc::new(
         Shared::new(
             config.group.clone(),
+            config.engine.policy,
             pid,
             advertise,
             Limits {

@@ -53,6 +53,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
+use vsync_core::engine::PartitionPolicy;
 use vsync_core::{Message, Pid};
 
 /// How long a connect may take.
@@ -169,6 +170,8 @@ pub(crate) struct Limits {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) group: String,
+    /// Our partition policy (peers of another are refused).
+    pub(crate) policy: PartitionPolicy,
     pub(crate) pid: Pid,
     /// The address peers dial to reach us.
     pub(crate) listen: SocketAddr,
@@ -191,8 +194,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         group: String,
+        policy: PartitionPolicy,
         pid: Pid,
         listen: SocketAddr,
         limits: Limits,
@@ -205,11 +210,13 @@ impl Shared {
                 group: group.clone(),
                 pid,
                 listen,
+                policy,
             },
             limits.max_frame.min(HELLO_MAX),
         )?;
         Ok(Shared {
             group,
+            policy,
             pid,
             listen,
             max_frame: limits.max_frame,
@@ -228,6 +235,15 @@ impl Shared {
         format!(
             "peer {pid} at {addr} is in group '{group}', we are '{}'",
             self.group
+        )
+    }
+
+    /// Why a peer of another partition policy is refused, from our side.
+    fn policy_mismatch(&self, pid: Pid, addr: SocketAddr, theirs: PartitionPolicy) -> String {
+        format!(
+            "peer {pid} at {addr} runs the {} partition policy, this process runs {}: every member of a group must run the same policy (vsync-kv: --partition-policy)",
+            policy_name(theirs),
+            policy_name(self.policy)
         )
     }
 
@@ -512,8 +528,13 @@ async fn accept_handshake(
             }
         },
     };
-    let (group, pid, listen) = match reader.next(rd, HELLO_MAX).await {
-        Ok(Some(Frame::Hello { group, pid, listen })) => (group, pid, listen),
+    let (group, pid, listen, policy) = match reader.next(rd, HELLO_MAX).await {
+        Ok(Some(Frame::Hello {
+            group,
+            pid,
+            listen,
+            policy,
+        })) => (group, pid, listen, policy),
         Ok(Some(other)) => {
             tracing::warn!(%addr, frame = ?std::mem::discriminant(&other), "expected a Hello: closing the connection");
             return None;
@@ -548,12 +569,26 @@ async fn accept_handshake(
     {
         return None;
     }
-    if group != shared.group {
+    let refusal = if group != shared.group {
         let reason = shared.mismatch(pid, listen, &group);
         tracing::warn!("{reason}: refusing the connection");
-        let err = Frame::Error {
-            reason: format!("we are in group '{}', you are in '{group}'", shared.group),
-        };
+        Some(format!(
+            "we are in group '{}', you are in '{group}'",
+            shared.group
+        ))
+    } else if policy != shared.policy {
+        let reason = shared.policy_mismatch(pid, listen, policy);
+        tracing::error!("{reason}: refusing the connection");
+        Some(format!(
+            "this group runs the {} partition policy and you run {}: every member of a group must run the same policy (vsync-kv: --partition-policy)",
+            policy_name(shared.policy),
+            policy_name(policy)
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        let err = Frame::Error { reason };
         if let Ok(b) = encode_frame(&err, HELLO_MAX) {
             let _ = write_frame(wr, sealer.as_mut(), &b).await;
         }
@@ -564,6 +599,14 @@ async fn accept_handshake(
         return None;
     }
     Some((pid, listen, reader))
+}
+
+/// A policy as operators name it.
+fn policy_name(p: PartitionPolicy) -> &'static str {
+    match p {
+        PartitionPolicy::PrimaryComponent => "primary-component",
+        PartitionPolicy::Partitionable => "partitionable",
+    }
 }
 
 /// A writer task's queue, with the bytes it holds counted (the router
@@ -702,8 +745,13 @@ async fn connect(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Conn, Connect
     let (sealer, mut reader, first) = timeout(HANDSHAKE_TIMEOUT, hs)
         .await
         .map_err(|_| ConnectError::Timeout)??;
-    let (group, pid, listen) = match first {
-        Some(Frame::Hello { group, pid, listen }) => (group, pid, listen),
+    let (group, pid, listen, policy) = match first {
+        Some(Frame::Hello {
+            group,
+            pid,
+            listen,
+            policy,
+        }) => (group, pid, listen, policy),
         Some(Frame::Error { reason }) => return Err(ConnectError::PeerError(reason)),
         Some(_) => return Err(ConnectError::Protocol),
         None if shared.key.is_none() => return Err(ConnectError::NoHello),
@@ -711,6 +759,13 @@ async fn connect(shared: &Arc<Shared>, addr: SocketAddr) -> Result<Conn, Connect
     };
     if group != shared.group {
         tracing::warn!("{}: not connecting", shared.mismatch(pid, addr, &group));
+        return Err(ConnectError::GroupMismatch);
+    }
+    if policy != shared.policy {
+        tracing::error!(
+            "{}: not connecting",
+            shared.policy_mismatch(pid, addr, policy)
+        );
         return Err(ConnectError::GroupMismatch);
     }
     if pid == shared.pid {
@@ -778,7 +833,17 @@ async fn run_writer(shared: Arc<Shared>, addr: SocketAddr, mut rx: Queue) {
                 }
                 backoff = MAX_BACKOFF;
             }
-            Err(ConnectError::GroupMismatch) | Err(ConnectError::PeerError(_)) => {
+            Err(ConnectError::PeerError(reason)) => {
+                // The peer refused us and said why (another group, another
+                // partition policy): say it here too, once.
+                if std::mem::replace(&mut warned, true) {
+                    tracing::debug!("connection to {addr} refused by the peer: {reason}");
+                } else {
+                    tracing::error!("connection to {addr} refused by the peer: {reason}");
+                }
+                backoff = MAX_BACKOFF;
+            }
+            Err(ConnectError::GroupMismatch) => {
                 backoff = MAX_BACKOFF;
             }
             Err(ConnectError::SelfConnect) => return,

@@ -108,6 +108,7 @@ async fn member_session(
             pid: Pid::new(99, 1),
             // Nobody listens there: the node's dial to it is refused.
             listen: "127.0.0.1:9".parse().expect("addr"),
+            policy: vsync_core::engine::PartitionPolicy::PrimaryComponent,
         },
         DEFAULT_MAX_FRAME,
     )

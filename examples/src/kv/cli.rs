@@ -89,50 +89,55 @@ pub enum ReadsArg {
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
     /// This node's id, unique in the cluster.
-    #[arg(long)]
+    #[arg(long, env = "VSYNC_KV_ID")]
     pub id: u64,
     /// Address for the replicas' own traffic (port 0: any free port).
-    #[arg(long)]
+    #[arg(long, env = "VSYNC_KV_LISTEN")]
     pub listen: SocketAddr,
     /// Address for Redis clients (port 0: any free port).
-    #[arg(long)]
+    #[arg(long, env = "VSYNC_KV_RESP")]
     pub resp: SocketAddr,
     /// Directory for this replica's checkpoints and log.
-    #[arg(long)]
+    #[arg(long, env = "VSYNC_KV_DATA")]
     pub data: PathBuf,
     /// The `--listen` address of a running replica to join through (repeat
     /// for several). With an empty data directory and no seed, a new
     /// cluster is founded. A data directory that holds state is never
     /// founded over: the replica rejoins the members of its last view (and
     /// the seeds), or recovers with them if the whole cluster is down.
-    #[arg(long = "seed")]
+    #[arg(long = "seed", env = "VSYNC_KV_SEED", value_delimiter = ',')]
     pub seeds: Vec<SocketAddr>,
     /// Persistence.
-    #[arg(long, value_enum, default_value = "memory")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "memory",
+        env = "VSYNC_KV_DURABILITY"
+    )]
     pub durability: DurabilityArg,
     /// Address for `/metrics` and `/status` over HTTP.
-    #[arg(long)]
+    #[arg(long, env = "VSYNC_KV_HTTP")]
     pub http: Option<SocketAddr>,
     /// Where reads are served.
-    #[arg(long, value_enum, default_value = "local")]
+    #[arg(long, value_enum, default_value = "local", env = "VSYNC_KV_READS")]
     pub reads: ReadsArg,
     /// The cluster's name; replicas of different clusters refuse each other.
-    #[arg(long, default_value = "vsync-kv")]
+    #[arg(long, default_value = "vsync-kv", env = "VSYNC_KV_GROUP")]
     pub group: String,
     /// Take a checkpoint after this many applied commands (0: only on
     /// `SAVE` and at the interval). Every checkpoint serialises the whole
     /// data set: under a heavy write load the interval (`--checkpoint-secs`)
     /// usually comes first, as with Redis' `save 60 10000`.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, env = "VSYNC_KV_CHECKPOINT_EVERY")]
     pub checkpoint_every: u64,
     /// Take a checkpoint at least this often, in seconds (0: never by time).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, env = "VSYNC_KV_CHECKPOINT_SECS")]
     pub checkpoint_secs: u64,
     /// Largest bulk string a client may send, in bytes.
-    #[arg(long, default_value_t = crate::kv::resp::DEFAULT_MAX_BULK)]
+    #[arg(long, default_value_t = crate::kv::resp::DEFAULT_MAX_BULK, env = "VSYNC_KV_MAX_BULK")]
     pub max_bulk: usize,
     /// How long a silent replica may be before it is suspected, in ms.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, env = "VSYNC_KV_SUSPECT_TIMEOUT_MS")]
     pub suspect_timeout_ms: u64,
     /// Override for a whole-cluster outage in which a replica is gone for
     /// good: load this node's checkpoint and log, then choose the most
@@ -150,19 +155,19 @@ pub struct NodeArgs {
     pub found_new_cluster: bool,
     /// How long a restarting replica asks its last view's members to admit
     /// it before it concludes the whole cluster is down and recovers, in ms.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 3000, env = "VSYNC_KV_RESTART_WAIT_MS")]
     pub restart_wait_ms: u64,
     /// How many of the last writes this replica keeps in memory so that a
     /// restarted replica that is fewer writes behind receives only those
     /// (a catch-up) instead of the whole data set. 0: always the whole set.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, env = "VSYNC_KV_CATCH_UP_WRITES")]
     pub catch_up_writes: u64,
     /// The same, in MiB of writes.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, env = "VSYNC_KV_CATCH_UP_MIB")]
     pub catch_up_mib: usize,
     /// Append this replica's history (views, sends, deliveries) to this
     /// file as JSON lines, for `vsync-kv timeline` and the checker.
-    #[arg(long)]
+    #[arg(long, env = "VSYNC_KV_HISTORY")]
     pub history: Option<PathBuf>,
     /// Serve an unreplicated in-memory data set instead (measures the
     /// RESP front end alone; not for real use).
@@ -171,41 +176,59 @@ pub struct NodeArgs {
     /// The cluster key file (`vsync-kv keygen FILE`): links between
     /// replicas are authenticated and encrypted with it, and a process
     /// without it cannot join. Required unless `--insecure`.
-    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "insecure",
+        env = "VSYNC_KV_KEY"
+    )]
     pub key: Option<PathBuf>,
     /// Run without a cluster key: links between replicas are neither
     /// authenticated nor encrypted (anyone who can reach `--listen` can
     /// join). Logged as a warning. Only for trusted networks and tests.
-    #[arg(long)]
+    #[arg(long, env = "VSYNC_KV_INSECURE")]
     pub insecure: bool,
     /// At most this many Redis clients at once; one more is answered
     /// `-ERR max number of clients reached`.
-    #[arg(long, default_value_t = crate::kv::server::DEFAULT_MAX_CLIENTS)]
+    #[arg(long, default_value_t = crate::kv::server::DEFAULT_MAX_CLIENTS, env = "VSYNC_KV_MAX_CLIENTS")]
     pub max_clients: usize,
     /// The largest state, in bytes, this replica accepts by state transfer
     /// when it joins; a larger one is refused and the replica stops (see
     /// `vsync_rsm::ReplicaConfig::max_transfer`).
-    #[arg(long, default_value_t = 16 << 30)]
+    #[arg(long, default_value_t = 16 << 30, env = "VSYNC_KV_MAX_TRANSFER")]
     pub max_transfer: u64,
     /// What the cluster does when it splits: `primary` (a minority side
     /// refuses writes; nothing acknowledged is lost) or `partitionable`
     /// (every side accepts writes; after the heal the losing side's writes
     /// since the split are discarded, logged and counted). Give every
     /// replica the same policy.
-    #[arg(long, value_enum, default_value = "primary")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "primary",
+        env = "VSYNC_KV_PARTITION_POLICY"
+    )]
     pub partition_policy: PartitionPolicyArg,
     /// Accept `DEBUG CUT <node>...` (drop all traffic between this replica
     /// and those nodes) and `DEBUG HEAL` from Redis clients, to make
     /// partitions on purpose. For tests and demos only: anyone who can
     /// reach the RESP port can then cut the replica off.
-    #[arg(long)]
+    #[arg(long, env = "VSYNC_KV_FAULT_INJECTION")]
     pub fault_injection: bool,
     /// Worker threads of the node's async runtime. 1 (the default) runs
     /// one event loop, like Redis: the least CPU per command (+20% SET
     /// throughput with three replicas and the client sharing 2 cores,
     /// docs/BENCHMARKS.md). 0: one per CPU.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, env = "VSYNC_KV_THREADS")]
     pub threads: usize,
+    /// Read options from this TOML file (keys are the long option names,
+    /// e.g. `listen = "10.0.0.1:7001"`, `seed = ["10.0.0.2:7001"]`,
+    /// `insecure = true`). Precedence: a flag, then its `VSYNC_KV_...`
+    /// environment variable, then this file, then the default.
+    /// `--recover` and `--found-new-cluster` are flags only: one-time
+    /// operator actions never come from a file.
+    #[arg(long, value_name = "FILE", env = "VSYNC_KV_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 impl NodeArgs {

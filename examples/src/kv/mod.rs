@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod cli;
 pub mod command;
+pub mod config;
 pub mod demo;
 pub mod http;
 pub mod machine;

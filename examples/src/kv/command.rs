@@ -92,6 +92,17 @@ pub enum Request {
     Command,
     /// `SAVE`: take a checkpoint of this replica now.
     Save,
+    /// `MULTI`: start queueing a transaction.
+    Multi,
+    /// `EXEC`: run the queued transaction as one replicated command.
+    Exec,
+    /// `DISCARD`: drop the queued transaction.
+    Discard,
+    /// `WATCH key...`: make the next `EXEC` fail if one of these keys
+    /// changes first.
+    Watch(Vec<Bytes>),
+    /// `UNWATCH`.
+    Unwatch,
 }
 
 impl Request {
@@ -121,6 +132,15 @@ impl Request {
         )
     }
 
+    /// True for commands a transaction (`MULTI`) may queue: writes, reads
+    /// of the data set, `PING` and `ECHO`; they run inside `EXEC` on every
+    /// replica alike.
+    pub fn in_transaction(&self) -> bool {
+        self.is_write()
+            || (self.reads_data() && *self != Request::DebugDigest)
+            || matches!(self, Request::Ping(_) | Request::Echo(_))
+    }
+
     /// The command's name for metrics (lower case, a fixed set).
     pub fn name(&self) -> &'static str {
         match self {
@@ -144,6 +164,11 @@ impl Request {
             Request::Client => "client",
             Request::Command => "command",
             Request::Save => "save",
+            Request::Multi => "multi",
+            Request::Exec => "exec",
+            Request::Discard => "discard",
+            Request::Watch(_) => "watch",
+            Request::Unwatch => "unwatch",
         }
     }
 }
@@ -151,7 +176,8 @@ impl Request {
 /// Every command name [`parse`] knows, for metrics labels.
 pub const COMMAND_NAMES: &[&str] = &[
     "ping", "echo", "get", "set", "del", "exists", "incrby", "mget", "mset", "dbsize", "flushdb",
-    "keys", "info", "debug", "quit", "select", "config", "client", "command", "save",
+    "keys", "info", "debug", "quit", "select", "config", "client", "command", "save", "multi",
+    "exec", "discard", "watch", "unwatch",
 ];
 
 /// Redis' wrong-arity error for `name`.
@@ -236,6 +262,26 @@ pub fn parse(args: &[Bytes]) -> Result<Request, String> {
         "dbsize" => {
             need(n == 0)?;
             Request::DbSize
+        }
+        "multi" => {
+            need(n == 0)?;
+            Request::Multi
+        }
+        "exec" => {
+            need(n == 0)?;
+            Request::Exec
+        }
+        "discard" => {
+            need(n == 0)?;
+            Request::Discard
+        }
+        "watch" => {
+            need(n >= 1)?;
+            Request::Watch(rest.to_vec())
+        }
+        "unwatch" => {
+            need(n == 0)?;
+            Request::Unwatch
         }
         "flushdb" | "flushall" => {
             need(n <= 1)?;

@@ -79,6 +79,16 @@ pub enum WriteOp {
     FlushDb,
     /// Removes every key expired at the command's `now`.
     PurgeExpired,
+    /// A transaction (`EXEC`): the queued commands as the client sent
+    /// them, run in order at this one place in the total order, unless a
+    /// watched key's value hash differs ([`crate::kv::transaction`]).
+    /// Replies with [`WriteResult::Raw`], the whole `EXEC` reply.
+    Exec {
+        /// The queued commands' arguments.
+        cmds: Vec<Vec<Bytes>>,
+        /// The watched keys and their value hashes (`None`: absent).
+        watch: Vec<(Bytes, Option<u64>)>,
+    },
 }
 
 /// A batch of writes from one client connection (a pipeline's run of
@@ -103,6 +113,8 @@ pub enum WriteResult {
     Int(i64),
     /// An error reply (the text after `-`).
     Err(String),
+    /// A reply already encoded (a transaction's array).
+    Raw(Bytes),
 }
 
 /// The data set.
@@ -182,6 +194,11 @@ impl KvStore {
     }
 
     /// The live entry of `key` at `now`.
+    /// The live entry of `key` at `now`.
+    pub fn entry(&self, key: &[u8], now: u64) -> Option<&Entry> {
+        self.live(key, now)
+    }
+
     fn live(&self, key: &[u8], now: u64) -> Option<&Entry> {
         self.map.get(key).filter(|e| e.live(now))
     }
@@ -196,8 +213,11 @@ impl KvStore {
             .collect()
     }
 
-    fn apply_op(&mut self, op: WriteOp, now: u64) -> WriteResult {
+    pub(crate) fn apply_op(&mut self, op: WriteOp, now: u64) -> WriteResult {
         match op {
+            WriteOp::Exec { cmds, watch } => {
+                WriteResult::Raw(crate::kv::transaction::exec(self, cmds, &watch, now))
+            }
             WriteOp::Set {
                 key,
                 value,

@@ -21,3 +21,4 @@ pub mod metrics;
 pub mod replica;
 pub mod resp;
 pub mod server;
+pub mod transaction;

@@ -277,6 +277,13 @@ fn describe_op(op: &WriteOp) -> String {
         ),
         WriteOp::FlushDb => "FLUSHDB".into(),
         WriteOp::PurgeExpired => "(expiry purge)".into(),
+        WriteOp::Exec { cmds, .. } => format!(
+            "EXEC [{}]",
+            cmds.iter()
+                .map(|a| a.iter().map(|x| show(x)).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
     }
 }
 

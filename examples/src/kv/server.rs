@@ -21,10 +21,11 @@
 //! are finished and answered, then connections close.
 
 use crate::kv::backend::{Backend, BackendMetrics, NodeStatus};
-use crate::kv::command::{self, Request, SetExpiry};
-use crate::kv::machine::{Expire, KvCommand, KvStore, WriteOp, WriteResult, now_ms};
+use crate::kv::command::{self, Request};
+use crate::kv::machine::{KvCommand, KvStore, WriteOp, now_ms};
 use crate::kv::metrics::Metrics;
 use crate::kv::resp::{self, Limits};
+use crate::kv::transaction::{TxState, encode_read, encode_result, to_op, watch_hash};
 use bytes::{Bytes, BytesMut};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -162,6 +163,7 @@ async fn connection<B: Backend>(
     let _ = sock.set_nodelay(true);
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut tx = TxState::default();
     loop {
         let mut reqs = Vec::new();
         let mut perr = None;
@@ -179,7 +181,7 @@ async fn connection<B: Backend>(
         let quit = if reqs.is_empty() {
             false
         } else {
-            process(&ctx, reqs, &mut out).await
+            process(&ctx, &mut tx, reqs, &mut out).await
         };
         if let Some(e) = &perr {
             ctx.metrics.protocol_error();
@@ -237,7 +239,12 @@ enum Kind {
 }
 
 /// Answers `reqs` in order into `out`. Returns true after `QUIT`.
-async fn process<B: Backend>(ctx: &Ctx<B>, reqs: Vec<Vec<Bytes>>, out: &mut BytesMut) -> bool {
+async fn process<B: Backend>(
+    ctx: &Ctx<B>,
+    tx: &mut TxState,
+    reqs: Vec<Vec<Bytes>>,
+    out: &mut BytesMut,
+) -> bool {
     let start = Instant::now();
     let now = now_ms();
     let mut run: Vec<Item> = Vec::new();
@@ -248,7 +255,30 @@ async fn process<B: Backend>(ctx: &Ctx<B>, reqs: Vec<Vec<Bytes>>, out: &mut Byte
         if args.is_empty() {
             continue;
         }
-        let req = match command::parse(&args) {
+        let parsed = command::parse(&args);
+        let control = matches!(
+            parsed,
+            Ok(Request::Multi
+                | Request::Exec
+                | Request::Discard
+                | Request::Watch(_)
+                | Request::Unwatch)
+        );
+        if tx.queued.is_some() || control {
+            flush(ctx, std::mem::take(&mut run), kind, now, start, out).await;
+            kind = Kind::None;
+            run_bytes = 0;
+            // Control commands under their own name; queued ones as "multi"
+            // (their reply, QUEUED, says nothing of their own latency).
+            let name = match &parsed {
+                Ok(r) if control => r.name(),
+                _ => "multi",
+            };
+            transaction_step(ctx, tx, args, parsed, now, out).await;
+            ctx.metrics.record(name, start.elapsed(), false);
+            continue;
+        }
+        let req = match parsed {
             Ok(r) => r,
             Err(e) => {
                 ctx.metrics.rejected();
@@ -300,33 +330,129 @@ async fn process<B: Backend>(ctx: &Ctx<B>, reqs: Vec<Vec<Bytes>>, out: &mut Byte
     quit
 }
 
-/// Turns a write request into its replicated operation (relative expiry
-/// becomes an absolute deadline by this node's clock).
-fn to_op(req: Request, now: u64) -> WriteOp {
-    match req {
-        Request::Set {
-            key,
-            value,
-            cond,
-            expiry,
-        } => {
-            let expire = match expiry {
-                SetExpiry::None => Expire::Never,
-                SetExpiry::In(ms) => Expire::At(now.saturating_add(ms)),
-                SetExpiry::Keep => Expire::Keep,
-            };
-            WriteOp::Set {
-                key,
-                value,
-                cond,
-                expire,
+/// One request of a transaction's life: `MULTI`, a command queued after
+/// it, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH` (see
+/// [`crate::kv::transaction`]). Replies as Redis does.
+async fn transaction_step<B: Backend>(
+    ctx: &Ctx<B>,
+    tx: &mut TxState,
+    args: Vec<Bytes>,
+    parsed: Result<Request, String>,
+    now: u64,
+    out: &mut BytesMut,
+) {
+    let queueing = tx.queued.is_some();
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            // A command the transaction cannot hold: EXEC will refuse it.
+            tx.failed |= queueing;
+            resp::error(out, &e);
+            return;
+        }
+    };
+    match (queueing, req) {
+        (false, Request::Multi) => {
+            tx.queued = Some(Vec::new());
+            resp::simple(out, "OK");
+        }
+        (true, Request::Multi) => resp::error(out, "ERR MULTI calls can not be nested"),
+        (false, Request::Exec) => resp::error(out, "ERR EXEC without MULTI"),
+        (false, Request::Discard) => resp::error(out, "ERR DISCARD without MULTI"),
+        (true, Request::Discard) => {
+            tx.reset();
+            resp::simple(out, "OK");
+        }
+        (true, Request::Watch(_)) => resp::error(out, "ERR WATCH inside MULTI is not allowed"),
+        (false, Request::Watch(keys)) => {
+            let read = ctx
+                .backend
+                .read(ctx.cfg.ordered_reads, move |store: &KvStore| {
+                    let now = now_ms();
+                    keys.into_iter()
+                        .map(|k| {
+                            let h = watch_hash(store, &k, now);
+                            (k, h)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await;
+            match read {
+                Ok(w) => {
+                    tx.watched.extend(w);
+                    resp::simple(out, "OK");
+                }
+                Err(e) => resp::error(out, &e.to_string()),
             }
         }
-        Request::Del(keys) => WriteOp::Del(keys),
-        Request::IncrBy(k, d) => WriteOp::IncrBy(k, d),
-        Request::MSet(pairs) => WriteOp::MSet(pairs),
-        // `is_write` admits only the above and FLUSHDB.
-        _ => WriteOp::FlushDb,
+        (_, Request::Unwatch) => {
+            tx.watched.clear();
+            resp::simple(out, "OK");
+        }
+        (true, Request::Exec) => {
+            let cmds = tx.queued.take().unwrap_or_default();
+            let watch = std::mem::take(&mut tx.watched);
+            let failed = tx.failed;
+            tx.reset();
+            if failed {
+                resp::error(
+                    out,
+                    "EXECABORT Transaction discarded because of previous errors.",
+                );
+                return;
+            }
+            let op = WriteOp::Exec { cmds, watch };
+            match ctx.backend.execute(KvCommand { now, ops: vec![op] }).await {
+                Ok(r) if r.len() == 1 => {
+                    encode_result(out, &r[0]);
+                }
+                Ok(r) => resp::error(out, &format!("ERR internal: {} results for EXEC", r.len())),
+                Err(e) => resp::error(out, &e.to_string()),
+            }
+        }
+        (true, req) if req.in_transaction() => {
+            let size: usize = tx
+                .queued
+                .iter()
+                .flatten()
+                .flatten()
+                .map(Bytes::len)
+                .sum::<usize>()
+                + args.iter().map(Bytes::len).sum::<usize>();
+            if size > ctx.cfg.max_command_bytes {
+                tx.failed = true;
+                resp::error(
+                    out,
+                    &format!(
+                        "ERR the transaction is over {} bytes, the most one replicated command may carry",
+                        ctx.cfg.max_command_bytes
+                    ),
+                );
+                return;
+            }
+            if let Some(q) = tx.queued.as_mut() {
+                q.push(args);
+            }
+            resp::simple(out, "QUEUED");
+        }
+        (true, req) => {
+            tx.failed = true;
+            resp::error(
+                out,
+                &format!(
+                    "ERR '{}' cannot run inside a transaction on vsync-kv",
+                    req.name()
+                ),
+            );
+        }
+        // Not reached: only transaction commands come here outside MULTI.
+        (false, req) => resp::error(
+            out,
+            &format!(
+                "ERR internal: '{}' is not a transaction command",
+                req.name()
+            ),
+        ),
     }
 }
 
@@ -385,22 +511,7 @@ async fn flush_writes<B: Backend>(
             Err(name) => {
                 let is_err = match &mut results {
                     Ok(it) => match it.next() {
-                        Some(WriteResult::Ok) => {
-                            resp::simple(out, "OK");
-                            false
-                        }
-                        Some(WriteResult::Nil) => {
-                            resp::bulk(out, None);
-                            false
-                        }
-                        Some(WriteResult::Int(i)) => {
-                            resp::integer(out, i);
-                            false
-                        }
-                        Some(WriteResult::Err(e)) => {
-                            resp::error(out, &e);
-                            true
-                        }
+                        Some(r) => encode_result(out, &r),
                         None => {
                             resp::error(out, "ERR internal: missing result");
                             true
@@ -458,30 +569,6 @@ async fn flush_reads<B: Backend>(ctx: &Ctx<B>, run: Vec<Item>, start: Instant, o
             (Ok(b), Some(_)) => out.extend_from_slice(&b),
             (Ok(_), None) => {}
         }
-    }
-}
-
-/// Answers one read from the data set.
-fn encode_read(store: &KvStore, req: &Request, now: u64, out: &mut BytesMut) {
-    match req {
-        Request::Get(k) => resp::bulk(out, store.get(k, now).map(|b| &b[..])),
-        Request::Exists(keys) => resp::integer(out, store.exists(keys, now)),
-        Request::MGet(keys) => {
-            resp::array_header(out, keys.len());
-            for k in keys {
-                resp::bulk(out, store.get(k, now).map(|b| &b[..]));
-            }
-        }
-        Request::DbSize => resp::integer(out, store.dbsize(now) as i64),
-        Request::Keys(p) => {
-            let keys = store.keys(p, now);
-            resp::array_header(out, keys.len());
-            for k in keys {
-                resp::bulk(out, Some(&k));
-            }
-        }
-        Request::DebugDigest => resp::simple(out, &store.digest()),
-        _ => resp::error(out, "ERR internal: not a read"),
     }
 }
 

@@ -85,6 +85,15 @@ pub enum ReadsArg {
     Ordered,
 }
 
+/// How `vsync-kv node` writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// `vsync-kv node`.
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
@@ -221,6 +230,12 @@ pub struct NodeArgs {
     /// docs/BENCHMARKS.md). 0: one per CPU.
     #[arg(long, default_value_t = 1, env = "VSYNC_KV_THREADS")]
     pub threads: usize,
+    /// Log format on standard error: `text` (for people) or `json` (one
+    /// object per line, for log pipelines). The level is `info` (view
+    /// changes, removals, state transfers, recoveries: one line each);
+    /// `RUST_LOG` overrides it (e.g. `RUST_LOG=warn`, `RUST_LOG=debug`).
+    #[arg(long, value_enum, default_value = "text", env = "VSYNC_KV_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// Read options from this TOML file (keys are the long option names,
     /// e.g. `listen = "10.0.0.1:7001"`, `seed = ["10.0.0.2:7001"]`,
     /// `insecure = true`). Precedence: a flag, then its `VSYNC_KV_...`

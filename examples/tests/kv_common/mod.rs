@@ -162,6 +162,11 @@ fn try_spawn(
     if !extra.contains(&"--key") {
         cmd.arg("--insecure");
     }
+    // Nodes log at info by default: keep the tests' output to warnings
+    // unless the test run asks for more.
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "warn");
+    }
     let stderr = match log {
         None => Stdio::inherit(),
         Some(path) => std::fs::OpenOptions::new()

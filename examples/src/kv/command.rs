@@ -34,6 +34,31 @@ pub enum SetExpiry {
 /// `INFO`'s optional section argument, already lower-cased.
 pub type Section = Option<String>;
 
+/// When an `EXPIRE`-family command sets the deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpireWhen {
+    /// This many ms from the issuing node's clock (may be negative: the
+    /// key goes at once).
+    In(i64),
+    /// At this Unix time in ms (may be in the past: the key goes at once).
+    At(i64),
+}
+
+/// `EXPIRE`'s condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ExpireCond {
+    /// Always.
+    Always,
+    /// `NX`: only if the key has no deadline.
+    Nx,
+    /// `XX`: only if it has one.
+    Xx,
+    /// `GT`: only if the new deadline is later (none counts as infinite).
+    Gt,
+    /// `LT`: only if the new deadline is earlier.
+    Lt,
+}
+
 /// A parsed client request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -92,6 +117,32 @@ pub enum Request {
     Command,
     /// `SAVE`: take a checkpoint of this replica now.
     Save,
+    /// `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` (and their `NX`,
+    /// `XX`, `GT`, `LT` conditions).
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// The deadline, relative or absolute, in ms.
+        when: ExpireWhen,
+        /// The condition.
+        cond: ExpireCond,
+    },
+    /// `PERSIST key`.
+    Persist(Bytes),
+    /// `TTL key` (`ms` false) or `PTTL key` (`ms` true).
+    Ttl {
+        /// The key.
+        key: Bytes,
+        /// Milliseconds rather than seconds.
+        ms: bool,
+    },
+    /// `EXPIRETIME key` or `PEXPIRETIME key`: the absolute deadline.
+    ExpireTime {
+        /// The key.
+        key: Bytes,
+        /// Milliseconds rather than seconds.
+        ms: bool,
+    },
     /// `MULTI`: start queueing a transaction.
     Multi,
     /// `EXEC`: run the queued transaction as one replicated command.
@@ -116,6 +167,8 @@ impl Request {
                 | Request::IncrBy(..)
                 | Request::MSet(_)
                 | Request::FlushDb
+                | Request::Expire { .. }
+                | Request::Persist(_)
         )
     }
 
@@ -129,6 +182,8 @@ impl Request {
                 | Request::DbSize
                 | Request::Keys(_)
                 | Request::DebugDigest
+                | Request::Ttl { .. }
+                | Request::ExpireTime { .. }
         )
     }
 
@@ -164,6 +219,10 @@ impl Request {
             Request::Client => "client",
             Request::Command => "command",
             Request::Save => "save",
+            Request::Expire { .. } => "expire",
+            Request::Persist(_) => "persist",
+            Request::Ttl { .. } => "ttl",
+            Request::ExpireTime { .. } => "expiretime",
             Request::Multi => "multi",
             Request::Exec => "exec",
             Request::Discard => "discard",
@@ -175,9 +234,35 @@ impl Request {
 
 /// Every command name [`parse`] knows, for metrics labels.
 pub const COMMAND_NAMES: &[&str] = &[
-    "ping", "echo", "get", "set", "del", "exists", "incrby", "mget", "mset", "dbsize", "flushdb",
-    "keys", "info", "debug", "quit", "select", "config", "client", "command", "save", "multi",
-    "exec", "discard", "watch", "unwatch",
+    "ping",
+    "echo",
+    "get",
+    "set",
+    "del",
+    "exists",
+    "incrby",
+    "mget",
+    "mset",
+    "dbsize",
+    "flushdb",
+    "keys",
+    "info",
+    "debug",
+    "quit",
+    "select",
+    "config",
+    "client",
+    "command",
+    "save",
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
+    "expire",
+    "persist",
+    "ttl",
+    "expiretime",
 ];
 
 /// Redis' wrong-arity error for `name`.
@@ -262,6 +347,76 @@ pub fn parse(args: &[Bytes]) -> Result<Request, String> {
         "dbsize" => {
             need(n == 0)?;
             Request::DbSize
+        }
+        "expire" | "pexpire" | "expireat" | "pexpireat" => {
+            need(n >= 2)?;
+            let v = parse_i64(&rest[1]).ok_or("ERR value is not an integer or out of range")?;
+            let secs = lname == "expire" || lname == "expireat";
+            let ms = if secs { v.checked_mul(1000) } else { Some(v) }
+                .ok_or_else(|| format!("ERR invalid expire time in '{lname}' command"))?;
+            let when = if lname.ends_with("at") {
+                ExpireWhen::At(ms)
+            } else {
+                ExpireWhen::In(ms)
+            };
+            let mut cond = ExpireCond::Always;
+            for opt in &rest[2..] {
+                let c = match opt.to_ascii_lowercase().as_slice() {
+                    b"nx" => ExpireCond::Nx,
+                    b"xx" => ExpireCond::Xx,
+                    b"gt" => ExpireCond::Gt,
+                    b"lt" => ExpireCond::Lt,
+                    _ => return Err(format!("ERR Unsupported option {}", show(opt))),
+                };
+                if cond != ExpireCond::Always && cond != c {
+                    return Err(
+                        "ERR NX and XX, GT or LT options at the same time are not compatible"
+                            .into(),
+                    );
+                }
+                cond = c;
+            }
+            Request::Expire {
+                key: rest[0].clone(),
+                when,
+                cond,
+            }
+        }
+        "persist" => {
+            need(n == 1)?;
+            Request::Persist(rest[0].clone())
+        }
+        "ttl" | "pttl" => {
+            need(n == 1)?;
+            Request::Ttl {
+                key: rest[0].clone(),
+                ms: lname == "pttl",
+            }
+        }
+        "expiretime" | "pexpiretime" => {
+            need(n == 1)?;
+            Request::ExpireTime {
+                key: rest[0].clone(),
+                ms: lname == "pexpiretime",
+            }
+        }
+        "setex" | "psetex" => {
+            need(n == 3)?;
+            let v = parse_i64(&rest[1]).ok_or("ERR value is not an integer or out of range")?;
+            let ms = if lname == "setex" {
+                v.checked_mul(1000)
+            } else {
+                Some(v)
+            };
+            match ms {
+                Some(ms) if ms > 0 => Request::Set {
+                    key: rest[0].clone(),
+                    value: rest[2].clone(),
+                    cond: SetCond::Always,
+                    expiry: SetExpiry::In(ms as u64),
+                },
+                _ => return Err(format!("ERR invalid expire time in '{lname}' command")),
+            }
         }
         "multi" => {
             need(n == 0)?;

@@ -79,6 +79,19 @@ pub enum WriteOp {
     FlushDb,
     /// Removes every key expired at the command's `now`.
     PurgeExpired,
+    /// `EXPIRE` and its family, the deadline made absolute by the issuing
+    /// node's clock: replies 1 if set (or the key removed, the deadline
+    /// being past), 0 if the key is missing or the condition fails.
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// The deadline, ms since the Unix epoch (0 or past: now).
+        at: u64,
+        /// The condition.
+        cond: crate::kv::command::ExpireCond,
+    },
+    /// `PERSIST`: replies 1 if a deadline was removed.
+    Persist(Bytes),
     /// A transaction (`EXEC`): the queued commands as the client sent
     /// them, run in order at this one place in the total order, unless a
     /// watched key's value hash differs ([`crate::kv::transaction`]).
@@ -193,7 +206,45 @@ impl KvStore {
         Some(old)
     }
 
-    /// The live entry of `key` at `now`.
+    /// `EXPIRE` at the absolute deadline `at` under `cond` (Redis' rules:
+    /// no deadline counts as infinite for `GT`/`LT`; a past deadline
+    /// removes the key).
+    fn expire(
+        &mut self,
+        key: Bytes,
+        at: u64,
+        cond: crate::kv::command::ExpireCond,
+        now: u64,
+    ) -> WriteResult {
+        use crate::kv::command::ExpireCond as C;
+        let Some(e) = self.live(&key, now) else {
+            return WriteResult::Int(0);
+        };
+        let ok = match (cond, e.expire_at) {
+            (C::Always, _) => true,
+            (C::Nx, cur) => cur.is_none(),
+            (C::Xx, cur) => cur.is_some(),
+            (C::Gt, cur) => cur.is_some_and(|c| at > c),
+            (C::Lt, cur) => cur.is_none_or(|c| at < c),
+        };
+        if !ok {
+            return WriteResult::Int(0);
+        }
+        if at <= now {
+            self.remove(&key);
+        } else {
+            let value = e.value.clone();
+            self.insert(
+                key,
+                Entry {
+                    value,
+                    expire_at: Some(at),
+                },
+            );
+        }
+        WriteResult::Int(1)
+    }
+
     /// The live entry of `key` at `now`.
     pub fn entry(&self, key: &[u8], now: u64) -> Option<&Entry> {
         self.live(key, now)
@@ -218,6 +269,21 @@ impl KvStore {
             WriteOp::Exec { cmds, watch } => {
                 WriteResult::Raw(crate::kv::transaction::exec(self, cmds, &watch, now))
             }
+            WriteOp::Expire { key, at, cond } => self.expire(key, at, cond, now),
+            WriteOp::Persist(key) => match self.live(&key, now) {
+                Some(e) if e.expire_at.is_some() => {
+                    let value = e.value.clone();
+                    self.insert(
+                        key,
+                        Entry {
+                            value,
+                            expire_at: None,
+                        },
+                    );
+                    WriteResult::Int(1)
+                }
+                _ => WriteResult::Int(0),
+            },
             WriteOp::Set {
                 key,
                 value,

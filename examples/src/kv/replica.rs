@@ -277,6 +277,8 @@ fn describe_op(op: &WriteOp) -> String {
         ),
         WriteOp::FlushDb => "FLUSHDB".into(),
         WriteOp::PurgeExpired => "(expiry purge)".into(),
+        WriteOp::Expire { key, at, .. } => format!("PEXPIREAT {} {at}", show(key)),
+        WriteOp::Persist(key) => format!("PERSIST {}", show(key)),
         WriteOp::Exec { cmds, .. } => format!(
             "EXEC [{}]",
             cmds.iter()

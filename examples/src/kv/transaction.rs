@@ -18,7 +18,7 @@
 //! counter); a replica that lagged when `WATCH` read can only make `EXEC`
 //! abort, never commit on a stale value.
 
-use crate::kv::command::{Request, SetExpiry};
+use crate::kv::command::{ExpireWhen, Request, SetExpiry};
 use crate::kv::machine::{Expire, KvStore, WriteOp, WriteResult};
 use crate::kv::resp;
 use bytes::{Bytes, BytesMut};
@@ -48,6 +48,18 @@ pub fn to_op(req: Request, now: u64) -> WriteOp {
         Request::Del(keys) => WriteOp::Del(keys),
         Request::IncrBy(k, d) => WriteOp::IncrBy(k, d),
         Request::MSet(pairs) => WriteOp::MSet(pairs),
+        Request::Expire { key, when, cond } => {
+            let at = match when {
+                ExpireWhen::In(ms) => i64::try_from(now).unwrap_or(i64::MAX).saturating_add(ms),
+                ExpireWhen::At(ms) => ms,
+            };
+            WriteOp::Expire {
+                key,
+                at: u64::try_from(at).unwrap_or(0),
+                cond,
+            }
+        }
+        Request::Persist(key) => WriteOp::Persist(key),
         // `is_write` admits only the above and FLUSHDB.
         _ => WriteOp::FlushDb,
     }
@@ -73,6 +85,34 @@ pub fn encode_read(store: &KvStore, req: &Request, now: u64, out: &mut BytesMut)
             }
         }
         Request::DebugDigest => resp::simple(out, &store.digest()),
+        Request::Ttl { key, ms } => {
+            let v = match store.entry(key, now) {
+                None => -2,
+                Some(e) => match e.expire_at {
+                    None => -1,
+                    Some(at) => {
+                        let left = at.saturating_sub(now);
+                        // Rounded as Redis rounds it.
+                        let v = if *ms { left } else { (left + 500) / 1000 };
+                        i64::try_from(v).unwrap_or(i64::MAX)
+                    }
+                },
+            };
+            resp::integer(out, v)
+        }
+        Request::ExpireTime { key, ms } => {
+            let v = match store.entry(key, now) {
+                None => -2,
+                Some(e) => match e.expire_at {
+                    None => -1,
+                    Some(at) => {
+                        let v = if *ms { at } else { at / 1000 };
+                        i64::try_from(v).unwrap_or(i64::MAX)
+                    }
+                },
+            };
+            resp::integer(out, v)
+        }
         Request::Ping(None) => resp::simple(out, "PONG"),
         Request::Ping(Some(m)) | Request::Echo(m) => resp::bulk(out, Some(m)),
         _ => resp::error(out, "ERR internal: not a read"),

@@ -41,35 +41,43 @@ fn restore(n: &mut u64, c: &[u8]) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// Version 1.
-#[derive(Default)]
-struct V1(u64);
+/// A counter machine: `$name` applies `$cmd` with `$apply`, sends command
+/// version `$v` and reads `$reads`; its state is one number.
+macro_rules! counter {
+    ($(#[$doc:meta])* $name:ident, $cmd:ty, $v:expr, $reads:expr, $apply:expr) => {
+        $(#[$doc])*
+        #[derive(Default)]
+        struct $name(u64);
 
-impl StateMachine for V1 {
-    type Command = Op1;
-    type Output = u64;
-    type Image = Image;
-    fn apply(&mut self, c: Op1) -> u64 {
-        match c {
-            Op1::Add(x) => self.0 = self.0.wrapping_add(x),
+        impl StateMachine for $name {
+            type Command = $cmd;
+            type Output = u64;
+            type Image = Image;
+            const VERSION: u32 = $v;
+            const READS: (u32, u32) = $reads;
+            fn apply(&mut self, c: $cmd) -> u64 {
+                let f: fn(&mut u64, $cmd) -> u64 = $apply;
+                f(&mut self.0, c)
+            }
+            fn image(&self) -> Image {
+                Image(Some(self.0))
+            }
+            fn restore_begin(&mut self) {
+                self.0 = 0;
+            }
+            fn restore_chunk(&mut self, c: &[u8]) -> Result<(), RestoreError> {
+                restore(&mut self.0, c)
+            }
         }
-        self.0
-    }
-    fn image(&self) -> Image {
-        Image(Some(self.0))
-    }
-    fn restore_begin(&mut self) {
-        self.0 = 0;
-    }
-    fn restore_chunk(&mut self, c: &[u8]) -> Result<(), RestoreError> {
-        restore(&mut self.0, c)
-    }
+    };
 }
 
-/// Reads version 2, still sends version 1 (the application sends only
-/// `Add` through it).
-#[derive(Default)]
-struct Bridge(u64);
+fn apply1(n: &mut u64, c: Op1) -> u64 {
+    match c {
+        Op1::Add(x) => *n = n.wrapping_add(x),
+    }
+    *n
+}
 
 fn apply2(n: &mut u64, c: Op2) -> u64 {
     match c {
@@ -79,49 +87,19 @@ fn apply2(n: &mut u64, c: Op2) -> u64 {
     *n
 }
 
-impl StateMachine for Bridge {
-    type Command = Op2;
-    type Output = u64;
-    type Image = Image;
-    const VERSION: u32 = 1;
-    const READS: (u32, u32) = (1, 2);
-    fn apply(&mut self, c: Op2) -> u64 {
-        apply2(&mut self.0, c)
-    }
-    fn image(&self) -> Image {
-        Image(Some(self.0))
-    }
-    fn restore_begin(&mut self) {
-        self.0 = 0;
-    }
-    fn restore_chunk(&mut self, c: &[u8]) -> Result<(), RestoreError> {
-        restore(&mut self.0, c)
-    }
-}
-
-/// Version 2.
-#[derive(Default)]
-struct V2(u64);
-
-impl StateMachine for V2 {
-    type Command = Op2;
-    type Output = u64;
-    type Image = Image;
-    const VERSION: u32 = 2;
-    const READS: (u32, u32) = (1, 2);
-    fn apply(&mut self, c: Op2) -> u64 {
-        apply2(&mut self.0, c)
-    }
-    fn image(&self) -> Image {
-        Image(Some(self.0))
-    }
-    fn restore_begin(&mut self) {
-        self.0 = 0;
-    }
-    fn restore_chunk(&mut self, c: &[u8]) -> Result<(), RestoreError> {
-        restore(&mut self.0, c)
-    }
-}
+counter!(
+    /// Version 1.
+    V1, Op1, 1, (1, 1), apply1
+);
+counter!(
+    /// Reads version 2, still sends version 1 (the application sends only
+    /// `Add` through it).
+    Bridge, Op2, 1, (1, 2), apply2
+);
+counter!(
+    /// Version 2.
+    V2, Op2, 2, (1, 2), apply2
+);
 
 /// Starts a replica of `m` (retrying another port if the one picked was
 /// taken meanwhile).

@@ -35,6 +35,12 @@ pub enum RsmError {
     /// A command, output or message could not be encoded or decoded.
     #[error("codec error: {0}")]
     Codec(String),
+    /// No member of the current view has this node id.
+    #[error("no member of the current view is node {node}")]
+    NotInView {
+        /// The node id asked for.
+        node: u64,
+    },
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -53,6 +53,7 @@ enum Request<S: StateMachine> {
     ReadOrdered(ReadFn<S>),
     Checkpoint(Reply<()>),
     Leave(Reply<()>),
+    Evict { node: u64, reply: Reply<Pid> },
 }
 
 /// A replica of a state machine: a member of one group (one replicated
@@ -260,6 +261,7 @@ impl<S: StateMachine> Replica<S> {
             identity,
             restart,
             lonely_since: None,
+            addresses: Vec::new(),
             joins_by_transfer: !matches!(
                 plan,
                 StartPlan::Found { .. } | StartPlan::Recover { found: true, .. }
@@ -362,6 +364,21 @@ impl<S: StateMachine> Replica<S> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Leave(reply))
+            .await
+            .map_err(|_| RsmError::ShuttingDown)?;
+        rx.await.map_err(|_| RsmError::ShuttingDown)?
+    }
+
+    /// Removes the member of node `node` from the group through a view
+    /// change (it is suspected, as if it had failed). If that process is
+    /// alive it learns it was removed and, as any removed replica, rejoins
+    /// as a new incarnation. Returns the process removed. Refused for this
+    /// replica's own node (stop it instead: it leaves cleanly) and for a
+    /// node not in the view.
+    pub async fn evict(&self, node: u64) -> Result<Pid, RsmError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Evict { node, reply })
             .await
             .map_err(|_| RsmError::ShuttingDown)?;
         rx.await.map_err(|_| RsmError::ShuttingDown)?
@@ -558,6 +575,8 @@ struct Task<S: StateMachine> {
     restart: Option<Restarting>,
     /// Since when this replica has been alone in a recovering group.
     lonely_since: Option<Instant>,
+    /// The current view's members' listen addresses (for the status).
+    addresses: Vec<(Pid, SocketAddr)>,
     /// The current incarnation entered by joining (not founding): its
     /// first view is recorded only after its state arrived.
     joins_by_transfer: bool,
@@ -767,6 +786,24 @@ impl<S: StateMachine> Task<S> {
                 self.ckpt_waiters.push(reply);
                 self.ckpt_force = true;
             }
+            Request::Evict { node, reply } => {
+                let member = self
+                    .core
+                    .view()
+                    .and_then(|v| v.members.iter().copied().find(|p| p.node.0 == node));
+                let r = match member {
+                    None => Err(RsmError::NotInView { node }),
+                    Some(p) if p == self.core.pid() => Err(RsmError::Config(
+                        "a replica does not evict itself: stop it instead (SIGTERM: it leaves cleanly)"
+                            .into(),
+                    )),
+                    Some(p) => {
+                        tracing::warn!(evicted = %p, "evicting a member on the operator's request");
+                        self.sender.suspect(p).map(|()| p).map_err(RsmError::from)
+                    }
+                };
+                let _ = reply.send(r);
+            }
             Request::Leave(reply) => {
                 if self.leaving.is_some() {
                     let _ = reply.send(Err(RsmError::ShuttingDown));
@@ -860,6 +897,7 @@ impl<S: StateMachine> Task<S> {
                     self.emit(ReplicaEvent::StateTransferCancelled { joiner: j });
                 }
                 self.restart = None;
+                self.addresses = self.view_addresses(&view);
                 self.core.on_view(view.clone());
                 if joined && self.joins_by_transfer {
                     // A joiner's first view: the group's cluster is known
@@ -1465,6 +1503,21 @@ impl<S: StateMachine> Task<S> {
         }
     }
 
+    /// The listen addresses of `view`'s members, as far as known.
+    fn view_addresses(&self, view: &vsync_core::View) -> Vec<(Pid, SocketAddr)> {
+        let Some(g) = &self.group else {
+            return Vec::new();
+        };
+        let known: HashMap<Pid, SocketAddr> = g.known_peers().into_iter().collect();
+        view.members
+            .iter()
+            .filter_map(|p| {
+                let own = (*p == g.pid()).then(|| self.cfg.net.advertise.unwrap_or(g.local_addr()));
+                own.or_else(|| known.get(p).copied()).map(|a| (*p, a))
+            })
+            .collect()
+    }
+
     /// The restart's clock: a restarting founder that no group admitted
     /// in time founds a recovering group; one left alone in a recovering
     /// group for as long tries to join again (a running group may exist
@@ -1728,6 +1781,9 @@ impl<S: StateMachine> Task<S> {
             s.last_checkpoint = self.ckpt_known.then_some(self.last_ckpt_pos);
             s.last_divergence.clone_from(&self.last_divergence);
             s.cluster = self.core.cluster();
+            if s.addresses != self.addresses {
+                s.addresses.clone_from(&self.addresses);
+            }
         });
     }
 }

@@ -59,6 +59,8 @@ pub struct ReplicaStatus {
     /// The cluster this replica's state belongs to (`None` until a new
     /// member has received its first state).
     pub cluster: Option<crate::identity::ClusterId>,
+    /// The current view's members' listen addresses, as far as known.
+    pub addresses: Vec<(Pid, std::net::SocketAddr)>,
 }
 
 /// Counters ([`crate::Replica::metrics`]).

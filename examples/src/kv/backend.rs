@@ -71,6 +71,10 @@ pub struct NodeStatus {
     pub keys: u64,
     /// The position of the last checkpoint written or loaded, if any.
     pub last_checkpoint: Option<u64>,
+    /// One line per member of the view: process, listen address (`-` if
+    /// unknown), role (`VSYNC MEMBERS`, `vsync-kv members`).
+    #[serde(default)]
+    pub member_lines: Vec<String>,
 }
 
 impl NodeStatus {
@@ -82,7 +86,7 @@ impl NodeStatus {
             return Err("minority: cut off from the primary component; writes are refused".into());
         }
         match self.role.as_str() {
-            "member" | "coordinator" | "donor" => Ok(()),
+            "member" | "coordinator" | "donor" | "standalone" => Ok(()),
             "joining" => Err("joining: not yet admitted to a view".into()),
             "receivingstate" => Err("receiving state: taking the group's state".into()),
             "recovering" => Err(
@@ -157,6 +161,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// node allows it (`--fault-injection`). None by default.
     fn faults(&self) -> Option<vsync_net::Faults> {
         None
+    }
+
+    /// Removes the member of node `node` from the group (`VSYNC EVICT`);
+    /// returns the process removed, or why not in plain words.
+    fn evict(&self, node: u64) -> impl Future<Output = Result<String, String>> + Send {
+        let _ = node;
+        async { Err("not a replicated node".to_string()) }
     }
 }
 

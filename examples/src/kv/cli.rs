@@ -37,6 +37,12 @@ pub enum Cmd {
     Demo(DemoArgs),
     /// Print a replica's view, members, position and role.
     Status(StatusArgs),
+    /// List the members of a replica's view: process, address, role.
+    Members(MembersArgs),
+    /// Remove a member from the group through a view change (as if it had
+    /// failed); if it is alive it learns it and rejoins as a new
+    /// incarnation. Stop a replica to make it leave for good.
+    Evict(EvictArgs),
     /// Write a new cluster key file (64 hex characters, mode 0600): copy it
     /// to every replica and start each with `--key FILE`.
     Keygen(KeygenArgs),
@@ -282,6 +288,25 @@ pub struct DemoArgs {
     pub fast: bool,
 }
 
+/// `vsync-kv members`.
+#[derive(Debug, Clone, Args)]
+pub struct MembersArgs {
+    /// A replica's RESP address.
+    #[arg(long)]
+    pub resp: SocketAddr,
+}
+
+/// `vsync-kv evict`.
+#[derive(Debug, Clone, Args)]
+pub struct EvictArgs {
+    /// A replica's RESP address (any member but the one evicted).
+    #[arg(long)]
+    pub resp: SocketAddr,
+    /// The node id of the member to remove.
+    #[arg(long)]
+    pub node: u64,
+}
+
 /// `vsync-kv status`.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
@@ -306,6 +331,20 @@ pub fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Demo(a) => crate::kv::demo::run(a),
         Cmd::Status(a) => status(&a),
+        Cmd::Members(a) => {
+            let lines = resp_call(a.resp, &["VSYNC", "MEMBERS"], Duration::from_secs(3))?;
+            println!("{lines}");
+            Ok(())
+        }
+        Cmd::Evict(a) => {
+            let r = RespConn::connect(a.resp, Duration::from_secs(3))?
+                .pipeline(&[vec!["VSYNC".into(), "EVICT".into(), a.node.to_string()]])?
+                .pop()
+                .ok_or("no reply")?;
+            let done = r.map_err(|e| format!("the replica refused: {e}"))?;
+            println!("{done}");
+            Ok(())
+        }
         Cmd::Keygen(a) => {
             vsync_net::keygen(&a.path).map_err(|e| e.to_string())?;
             println!(

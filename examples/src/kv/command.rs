@@ -143,6 +143,10 @@ pub enum Request {
         /// Milliseconds rather than seconds.
         ms: bool,
     },
+    /// `VSYNC MEMBERS`: the view's members, one line each.
+    VsyncMembers,
+    /// `VSYNC EVICT node`: remove that node's member through a view change.
+    VsyncEvict(u64),
     /// `MULTI`: start queueing a transaction.
     Multi,
     /// `EXEC`: run the queued transaction as one replicated command.
@@ -223,6 +227,7 @@ impl Request {
             Request::Persist(_) => "persist",
             Request::Ttl { .. } => "ttl",
             Request::ExpireTime { .. } => "expiretime",
+            Request::VsyncMembers | Request::VsyncEvict(_) => "vsync",
             Request::Multi => "multi",
             Request::Exec => "exec",
             Request::Discard => "discard",
@@ -234,6 +239,7 @@ impl Request {
 
 /// Every command name [`parse`] knows, for metrics labels.
 pub const COMMAND_NAMES: &[&str] = &[
+    "vsync",
     "ping",
     "echo",
     "get",
@@ -416,6 +422,19 @@ pub fn parse(args: &[Bytes]) -> Result<Request, String> {
                     expiry: SetExpiry::In(ms as u64),
                 },
                 _ => return Err(format!("ERR invalid expire time in '{lname}' command")),
+            }
+        }
+        "vsync" => {
+            need(n >= 1)?;
+            match rest[0].to_ascii_lowercase().as_slice() {
+                b"members" if n == 1 => Request::VsyncMembers,
+                b"evict" if n == 2 => Request::VsyncEvict(
+                    std::str::from_utf8(&rest[1])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or("ERR the node id is a number")?,
+                ),
+                _ => return Err("ERR VSYNC MEMBERS | VSYNC EVICT <node>".into()),
             }
         }
         "multi" => {

@@ -498,6 +498,25 @@ impl Backend for KvReplica {
                 "primary"
             }
             .into(),
+            member_lines: st
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let addr = st
+                        .addresses
+                        .iter()
+                        .find(|(q, _)| q == p)
+                        .map_or_else(|| "-".to_string(), |(_, a)| a.to_string());
+                    let role = if i == 0 { "coordinator" } else { "member" };
+                    let me = if st.pid == Some(*p) {
+                        format!(" (this replica, position {})", st.position)
+                    } else {
+                        String::new()
+                    };
+                    format!("{p} {addr} {role}{me}")
+                })
+                .collect(),
             divergences: self.replica.metrics().divergences,
             discarded_writes: self.discarded.load(Ordering::Relaxed),
             last_divergence: st.last_divergence.as_ref().map(describe_divergence),
@@ -521,6 +540,14 @@ impl Backend for KvReplica {
 
     async fn checkpoint(&self) -> Result<(), BackendError> {
         self.replica.checkpoint().await.map_err(map_err)
+    }
+
+    async fn evict(&self, node: u64) -> Result<String, String> {
+        self.replica
+            .evict(node)
+            .await
+            .map(|p| p.to_string())
+            .map_err(|e| e.to_string())
     }
 
     async fn leave(&self) -> Result<(), BackendError> {

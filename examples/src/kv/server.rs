@@ -307,6 +307,15 @@ async fn process<B: Backend>(
             }
             kind = Kind::Reads;
             run.push(Item::Read(req));
+        } else if let Request::VsyncEvict(node) = req {
+            flush(ctx, std::mem::take(&mut run), kind, now, start, out).await;
+            kind = Kind::None;
+            run_bytes = 0;
+            match ctx.backend.evict(node).await {
+                Ok(pid) => resp::bulk(out, Some(format!("evicted {pid}").as_bytes())),
+                Err(e) => resp::error(out, &format!("ERR {e}")),
+            }
+            ctx.metrics.record("vsync", start.elapsed(), false);
         } else if req == Request::Save {
             flush(ctx, std::mem::take(&mut run), kind, now, start, out).await;
             kind = Kind::None;
@@ -610,6 +619,10 @@ fn immediate<B: Backend>(ctx: &Ctx<B>, req: &Request, out: &mut BytesMut) -> boo
             }
             None => resp::error(out, FAULTS_OFF),
         },
+        Request::VsyncMembers => {
+            let lines = ctx.backend.status().member_lines.join("\n");
+            resp::bulk(out, Some(lines.as_bytes()));
+        }
         Request::DebugHeal => match ctx.backend.faults() {
             Some(f) => {
                 f.heal_all();

@@ -196,3 +196,60 @@ fn a_joiner_refuses_a_state_larger_than_max_transfer() {
         Some("1".into())
     );
 }
+
+/// `--requirepass`: every command but AUTH, HELLO and QUIT is refused
+/// until the client authenticates, as Redis does; the `redis` crate's
+/// password URL works, a wrong password is refused, HELLO 2 with AUTH
+/// authenticates and HELLO 3 is refused with NOPROTO; `vsync-kv status`
+/// authenticates with REDISCLI_AUTH, as redis-cli does.
+#[test]
+fn a_password_protected_replica_serves_only_authenticated_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = spawn(1, dir.path().join("n1"), &[], &["--requirepass", "s3cret"]);
+    wait_until(Duration::from_secs(20), "n1 serving", || {
+        n1.http_get("/ready").starts_with("HTTP/1.1 200")
+    });
+    let anon = redis::Client::open(format!("redis://{}/", n1.resp)).unwrap();
+    let mut c = anon.get_connection().unwrap();
+    let e = redis::cmd("GET")
+        .arg("k")
+        .query::<Option<String>>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("NOAUTH"), "{e}");
+    let e = redis::cmd("AUTH")
+        .arg("wrong")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("WRONGPASS"), "{e}");
+    let e = redis::cmd("HELLO").arg(3).query::<()>(&mut c).unwrap_err();
+    assert!(e.to_string().contains("NOPROTO"), "{e}");
+    let hello: Vec<redis::Value> = redis::cmd("HELLO")
+        .arg(2)
+        .arg("AUTH")
+        .arg("default")
+        .arg("s3cret")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(hello.len(), 14);
+    let _: () = c.set("k", "v").unwrap();
+
+    let with = redis::Client::open(format!("redis://:s3cret@{}/", n1.resp)).unwrap();
+    let mut c = with.get_connection().unwrap();
+    assert_eq!(
+        c.get::<_, Option<String>>("k").unwrap().as_deref(),
+        Some("v")
+    );
+    let bad = redis::Client::open(format!("redis://:nope@{}/", n1.resp)).unwrap();
+    assert!(bad.get_connection().is_err());
+
+    let status = |env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vsync-kv"));
+        cmd.args(["status", "--resp", &n1.resp.to_string()]);
+        if let Some(p) = env {
+            cmd.env("REDISCLI_AUTH", p);
+        }
+        cmd.output().unwrap().status.success()
+    };
+    assert!(!status(None));
+    assert!(status(Some("s3cret")));
+}

@@ -236,6 +236,12 @@ pub struct NodeArgs {
     /// docs/BENCHMARKS.md). 0: one per CPU.
     #[arg(long, default_value_t = 1, env = "VSYNC_KV_THREADS")]
     pub threads: usize,
+    /// A password Redis clients must give (`AUTH`, or `HELLO 2 AUTH
+    /// default PASSWORD`) before any other command, as Redis' `requirepass`.
+    /// Prefer the environment variable or the config file to the flag: a
+    /// flag is visible to every user in the process list.
+    #[arg(long, env = "VSYNC_KV_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
     /// Log format on standard error: `text` (for people) or `json` (one
     /// object per line, for log pipelines). The level is `info` (view
     /// changes, removals, state transfers, recoveries: one line each);
@@ -384,6 +390,7 @@ pub fn server_config(a: &NodeArgs) -> ServerConfig {
         },
         ordered_reads: a.reads == ReadsArg::Ordered,
         max_clients: a.max_clients,
+        password: a.requirepass.clone(),
         ..ServerConfig::default()
     }
 }
@@ -505,11 +512,17 @@ impl RespConn {
             .map_err(|e| e.to_string())?;
         let _ = s.set_nodelay(true);
         let w = s.try_clone().map_err(|e| e.to_string())?;
-        Ok(RespConn {
+        let mut c = RespConn {
             addr,
             r: BufReader::new(s),
             w,
-        })
+        };
+        // As redis-cli does: a password in REDISCLI_AUTH is sent first.
+        if let Ok(pass) = std::env::var("REDISCLI_AUTH") {
+            c.call(&["AUTH", &pass])
+                .map_err(|e| format!("{addr} refused the password in REDISCLI_AUTH: {e}"))?;
+        }
+        Ok(c)
     }
 
     /// Sends one command and reads its reply.

@@ -143,6 +143,20 @@ pub enum Request {
         /// Milliseconds rather than seconds.
         ms: bool,
     },
+    /// `AUTH [username] password` (the only user is `default`).
+    Auth {
+        /// The user named, if any.
+        user: Option<Bytes>,
+        /// The password.
+        password: Bytes,
+    },
+    /// `HELLO [protover [AUTH username password] [SETNAME name]]`.
+    Hello {
+        /// The protocol version asked for (2 if none).
+        proto: i64,
+        /// Credentials to authenticate with.
+        auth: Option<(Bytes, Bytes)>,
+    },
     /// `VSYNC MEMBERS`: the view's members, one line each.
     VsyncMembers,
     /// `VSYNC EVICT node`: remove that node's member through a view change.
@@ -228,6 +242,8 @@ impl Request {
             Request::Ttl { .. } => "ttl",
             Request::ExpireTime { .. } => "expiretime",
             Request::VsyncMembers | Request::VsyncEvict(_) => "vsync",
+            Request::Auth { .. } => "auth",
+            Request::Hello { .. } => "hello",
             Request::Multi => "multi",
             Request::Exec => "exec",
             Request::Discard => "discard",
@@ -240,6 +256,8 @@ impl Request {
 /// Every command name [`parse`] knows, for metrics labels.
 pub const COMMAND_NAMES: &[&str] = &[
     "vsync",
+    "auth",
+    "hello",
     "ping",
     "echo",
     "get",
@@ -423,6 +441,42 @@ pub fn parse(args: &[Bytes]) -> Result<Request, String> {
                 },
                 _ => return Err(format!("ERR invalid expire time in '{lname}' command")),
             }
+        }
+        "auth" => {
+            need(n == 1 || n == 2)?;
+            Request::Auth {
+                user: (n == 2).then(|| rest[0].clone()),
+                password: rest[n - 1].clone(),
+            }
+        }
+        "hello" => {
+            let proto = match rest.first() {
+                None => 2,
+                Some(v) => {
+                    parse_i64(v).ok_or("ERR Protocol version is not an integer or out of range")?
+                }
+            };
+            let mut auth = None;
+            let mut i = 1;
+            while i < n {
+                match rest[i].to_ascii_lowercase().as_slice() {
+                    b"auth" => {
+                        let (Some(u), Some(p)) = (rest.get(i + 1), rest.get(i + 2)) else {
+                            return Err("ERR Syntax error in HELLO option 'auth'".into());
+                        };
+                        auth = Some((u.clone(), p.clone()));
+                        i += 3;
+                    }
+                    b"setname" if i + 1 < n => i += 2,
+                    _ => {
+                        return Err(format!(
+                            "ERR Syntax error in HELLO option '{}'",
+                            show(&rest[i])
+                        ));
+                    }
+                }
+            }
+            Request::Hello { proto, auth }
         }
         "vsync" => {
             need(n >= 1)?;

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// answered `-ERR max number of clients reached` and closed (as Redis
     /// does with `maxclients`).
     pub max_clients: usize,
+    /// The password clients must give (`AUTH`, or `HELLO … AUTH`) before
+    /// any other command, as Redis' `requirepass`; `None`: no password.
+    pub password: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             max_batch: 1024,
             max_command_bytes: 256 * 1024,
             drain_timeout: Duration::from_secs(10),
+            password: None,
             max_clients: DEFAULT_MAX_CLIENTS,
         }
     }
@@ -164,6 +168,7 @@ async fn connection<B: Backend>(
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut tx = TxState::default();
+    let mut authed = ctx.cfg.password.is_none();
     loop {
         let mut reqs = Vec::new();
         let mut perr = None;
@@ -181,7 +186,7 @@ async fn connection<B: Backend>(
         let quit = if reqs.is_empty() {
             false
         } else {
-            process(&ctx, &mut tx, reqs, &mut out).await
+            process(&ctx, &mut tx, &mut authed, reqs, &mut out).await
         };
         if let Some(e) = &perr {
             ctx.metrics.protocol_error();
@@ -242,6 +247,7 @@ enum Kind {
 async fn process<B: Backend>(
     ctx: &Ctx<B>,
     tx: &mut TxState,
+    authed: &mut bool,
     reqs: Vec<Vec<Bytes>>,
     out: &mut BytesMut,
 ) -> bool {
@@ -256,6 +262,22 @@ async fn process<B: Backend>(
             continue;
         }
         let parsed = command::parse(&args);
+        if let Ok(Request::Auth { .. } | Request::Hello { .. }) = &parsed {
+            flush(ctx, std::mem::take(&mut run), kind, now, start, out).await;
+            kind = Kind::None;
+            run_bytes = 0;
+            if let Ok(req) = parsed {
+                connection_step(ctx, authed, req, out);
+            }
+            continue;
+        }
+        if !*authed && !matches!(parsed, Ok(Request::Quit)) {
+            flush(ctx, std::mem::take(&mut run), kind, now, start, out).await;
+            kind = Kind::None;
+            run_bytes = 0;
+            resp::error(out, "NOAUTH Authentication required.");
+            continue;
+        }
         let control = matches!(
             parsed,
             Ok(Request::Multi
@@ -337,6 +359,75 @@ async fn process<B: Backend>(
     }
     flush(ctx, run, kind, now, start, out).await;
     quit
+}
+
+/// `AUTH` and `HELLO`, which change the connection's state (Redis'
+/// replies and errors).
+fn connection_step<B: Backend>(ctx: &Ctx<B>, authed: &mut bool, req: Request, out: &mut BytesMut) {
+    let check = |user: Option<&Bytes>, pass: &Bytes| -> Result<(), &'static str> {
+        let Some(want) = &ctx.cfg.password else {
+            return Err(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            );
+        };
+        let user_ok = user.is_none_or(|u| &u[..] == b"default");
+        if user_ok && pass[..] == *want.as_bytes() {
+            Ok(())
+        } else {
+            Err("WRONGPASS invalid username-password pair or user is disabled.")
+        }
+    };
+    match req {
+        Request::Auth { user, password } => match check(user.as_ref(), &password) {
+            Ok(()) => {
+                *authed = true;
+                resp::simple(out, "OK");
+            }
+            Err(e) => resp::error(out, e),
+        },
+        Request::Hello { proto, auth } => {
+            if proto != 2 {
+                resp::error(
+                    out,
+                    "NOPROTO sorry, this protocol version is not supported.",
+                );
+                return;
+            }
+            if let Some((user, pass)) = auth {
+                if let Err(e) = check(Some(&user), &pass) {
+                    resp::error(out, e);
+                    return;
+                }
+                *authed = true;
+            }
+            if !*authed {
+                resp::error(
+                    out,
+                    "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+                );
+                return;
+            }
+            resp::array_header(out, 14);
+            for (k, v) in [
+                ("server", "vsync-kv"),
+                ("version", env!("CARGO_PKG_VERSION")),
+            ] {
+                resp::bulk(out, Some(k.as_bytes()));
+                resp::bulk(out, Some(v.as_bytes()));
+            }
+            resp::bulk(out, Some(b"proto"));
+            resp::integer(out, 2);
+            resp::bulk(out, Some(b"id"));
+            resp::integer(out, 0);
+            for (k, v) in [("mode", "standalone"), ("role", "master")] {
+                resp::bulk(out, Some(k.as_bytes()));
+                resp::bulk(out, Some(v.as_bytes()));
+            }
+            resp::bulk(out, Some(b"modules"));
+            resp::array_header(out, 0);
+        }
+        _ => resp::error(out, "ERR internal: not a connection command"),
+    }
 }
 
 /// One request of a transaction's life: `MULTI`, a command queued after

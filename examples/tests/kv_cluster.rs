@@ -236,3 +236,45 @@ fn minority_replica_refuses_writes() {
     assert_eq!(nodes[2].digest(), d);
     assert_eq!(get(&nodes[2], "k").as_deref(), Some("after"));
 }
+
+/// A replica may listen on every interface (`0.0.0.0`) and tell the others
+/// where to dial it with `--advertise`; without `--advertise` that is
+/// refused with a message saying so.
+#[test]
+fn a_replica_bound_to_every_interface_is_reached_at_its_advertised_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = kv_common::free_addr().port();
+    let (ok, err) = kv_common::run_to_exit(
+        1,
+        &dir.path().join("x"),
+        format!("0.0.0.0:{port}").parse().unwrap(),
+        &[],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert_eq!(ok, Some(false), "{err}");
+    assert!(err.contains("--advertise"), "{err}");
+    let advertised = format!("127.0.0.1:{port}");
+    let mut cmd_args = vec!["--advertise", advertised.as_str()];
+    cmd_args.extend(["--restart-wait-ms", "1000"]);
+    let n1 = kv_common::spawn_on(
+        1,
+        dir.path().join("n1"),
+        format!("0.0.0.0:{port}").parse().unwrap(),
+        &[],
+        &cmd_args,
+    );
+    assert_eq!(
+        n1.listen.to_string(),
+        advertised,
+        "the ready line shows the advertised address"
+    );
+    wait_members(&n1, 1);
+    let n2 = spawn(2, dir.path().join("n2"), &[n1.listen], &[]);
+    wait_members(&n2, 2);
+    let out: String = redis::cmd("VSYNC")
+        .arg("MEMBERS")
+        .query(&mut n2.conn())
+        .unwrap();
+    assert!(out.contains(&advertised), "{out}");
+}

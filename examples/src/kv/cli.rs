@@ -109,6 +109,12 @@ pub struct NodeArgs {
     /// Address for the replicas' own traffic (port 0: any free port).
     #[arg(long, env = "VSYNC_KV_LISTEN")]
     pub listen: SocketAddr,
+    /// The address the other replicas dial to reach this one, when it
+    /// differs from `--listen` (which may then be `0.0.0.0:PORT`, or
+    /// `[::]:PORT`): behind NAT, in a container, on a host with several
+    /// interfaces. Recorded in the others' last views, so keep it stable.
+    #[arg(long, env = "VSYNC_KV_ADVERTISE")]
+    pub advertise: Option<SocketAddr>,
     /// Address for Redis clients (port 0: any free port).
     #[arg(long, env = "VSYNC_KV_RESP")]
     pub resp: SocketAddr,

@@ -341,6 +341,12 @@ fn concrete(addr: SocketAddr) -> Result<SocketAddr, String> {
 pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
     let listen = concrete(a.listen)?;
     let mut net = vsync_net::Config::new(a.id, listen, a.group.clone());
+    net.advertise = a.advertise;
+    if listen.ip().is_unspecified() && a.advertise.is_none() {
+        return Err(format!(
+            "--listen {listen} binds every interface: give --advertise IP:PORT, the address the other replicas dial to reach this one"
+        ));
+    }
     net.seeds = a.seeds.clone();
     net.history = a.history.clone();
     net.security = a.security()?;
@@ -387,7 +393,8 @@ pub async fn start(a: &NodeArgs) -> Result<KvReplica, String> {
     Ok(KvReplica {
         replica,
         node: a.id,
-        listen,
+        // What peers dial (and what the ready line shows).
+        listen: a.advertise.unwrap_or(listen),
         keys,
         discarded,
         policy,

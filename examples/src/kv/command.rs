@@ -157,6 +157,31 @@ pub enum Request {
         /// Credentials to authenticate with.
         auth: Option<(Bytes, Bytes)>,
     },
+    /// `SETNX key value`: 1 if set, 0 if the key exists.
+    SetNx(Bytes, Bytes),
+    /// `GETSET key value`: the old value; the new one has no expiry.
+    GetSet(Bytes, Bytes),
+    /// `GETDEL key`: the value, and the key removed.
+    GetDel(Bytes),
+    /// `APPEND key value`: the new length.
+    Append(Bytes, Bytes),
+    /// `RENAME key newkey` (`nx`: `RENAMENX`, only if `newkey` is absent).
+    Rename {
+        /// The key.
+        from: Bytes,
+        /// Its new name.
+        to: Bytes,
+        /// Only if `to` does not exist.
+        nx: bool,
+    },
+    /// `STRLEN key`.
+    Strlen(Bytes),
+    /// `TYPE key`.
+    Type(Bytes),
+    /// `TOUCH key...`: how many exist.
+    Touch(Vec<Bytes>),
+    /// `TIME`: this replica's clock.
+    Time,
     /// `VSYNC MEMBERS`: the view's members, one line each.
     VsyncMembers,
     /// `VSYNC EVICT node`: remove that node's member through a view change.
@@ -187,6 +212,11 @@ impl Request {
                 | Request::FlushDb
                 | Request::Expire { .. }
                 | Request::Persist(_)
+                | Request::SetNx(..)
+                | Request::GetSet(..)
+                | Request::GetDel(_)
+                | Request::Append(..)
+                | Request::Rename { .. }
         )
     }
 
@@ -202,6 +232,9 @@ impl Request {
                 | Request::DebugDigest
                 | Request::Ttl { .. }
                 | Request::ExpireTime { .. }
+                | Request::Strlen(_)
+                | Request::Type(_)
+                | Request::Touch(_)
         )
     }
 
@@ -243,6 +276,15 @@ impl Request {
             Request::ExpireTime { .. } => "expiretime",
             Request::VsyncMembers | Request::VsyncEvict(_) => "vsync",
             Request::Auth { .. } => "auth",
+            Request::SetNx(..) => "setnx",
+            Request::GetSet(..) => "getset",
+            Request::GetDel(_) => "getdel",
+            Request::Append(..) => "append",
+            Request::Rename { .. } => "rename",
+            Request::Strlen(_) => "strlen",
+            Request::Type(_) => "type",
+            Request::Touch(_) => "touch",
+            Request::Time => "time",
             Request::Hello { .. } => "hello",
             Request::Multi => "multi",
             Request::Exec => "exec",
@@ -255,6 +297,15 @@ impl Request {
 
 /// Every command name [`parse`] knows, for metrics labels.
 pub const COMMAND_NAMES: &[&str] = &[
+    "setnx",
+    "getset",
+    "getdel",
+    "append",
+    "rename",
+    "strlen",
+    "type",
+    "touch",
+    "time",
     "vsync",
     "auth",
     "hello",
@@ -441,6 +492,40 @@ pub fn parse(args: &[Bytes]) -> Result<Request, String> {
                 },
                 _ => return Err(format!("ERR invalid expire time in '{lname}' command")),
             }
+        }
+        "setnx" | "getset" | "append" => {
+            need(n == 2)?;
+            let (k, v) = (rest[0].clone(), rest[1].clone());
+            match lname.as_str() {
+                "setnx" => Request::SetNx(k, v),
+                "getset" => Request::GetSet(k, v),
+                _ => Request::Append(k, v),
+            }
+        }
+        "getdel" | "strlen" | "type" => {
+            need(n == 1)?;
+            let k = rest[0].clone();
+            match lname.as_str() {
+                "getdel" => Request::GetDel(k),
+                "strlen" => Request::Strlen(k),
+                _ => Request::Type(k),
+            }
+        }
+        "rename" | "renamenx" => {
+            need(n == 2)?;
+            Request::Rename {
+                from: rest[0].clone(),
+                to: rest[1].clone(),
+                nx: lname == "renamenx",
+            }
+        }
+        "touch" => {
+            need(n >= 1)?;
+            Request::Touch(rest.to_vec())
+        }
+        "time" => {
+            need(n == 0)?;
+            Request::Time
         }
         "auth" => {
             need(n == 1 || n == 2)?;

@@ -92,6 +92,24 @@ pub enum WriteOp {
     },
     /// `PERSIST`: replies 1 if a deadline was removed.
     Persist(Bytes),
+    /// `SETNX`: 1 if set, 0 if the key exists.
+    SetNx(Bytes, Bytes),
+    /// `GETSET`: replies with the old value (bulk); the new one has no
+    /// expiry.
+    GetSet(Bytes, Bytes),
+    /// `GETDEL`: replies with the value (bulk) and removes the key.
+    GetDel(Bytes),
+    /// `APPEND`: replies with the new length; the expiry stays.
+    Append(Bytes, Bytes),
+    /// `RENAME`/`RENAMENX`: the value and its expiry move to `to`.
+    Rename {
+        /// The key.
+        from: Bytes,
+        /// The new name.
+        to: Bytes,
+        /// Only if `to` is absent (`RENAMENX`: replies 1 or 0).
+        nx: bool,
+    },
     /// A transaction (`EXEC`): the queued commands as the client sent
     /// them, run in order at this one place in the total order, unless a
     /// watched key's value hash differs ([`crate::kv::transaction`]).
@@ -128,6 +146,8 @@ pub enum WriteResult {
     Err(String),
     /// A reply already encoded (a transaction's array).
     Raw(Bytes),
+    /// A bulk string, or nil.
+    Bulk(Option<Bytes>),
 }
 
 /// The data set.
@@ -270,6 +290,70 @@ impl KvStore {
                 WriteResult::Raw(crate::kv::transaction::exec(self, cmds, &watch, now))
             }
             WriteOp::Expire { key, at, cond } => self.expire(key, at, cond, now),
+            WriteOp::SetNx(key, value) => {
+                if self.live(&key, now).is_some() {
+                    return WriteResult::Int(0);
+                }
+                self.insert(
+                    key,
+                    Entry {
+                        value,
+                        expire_at: None,
+                    },
+                );
+                WriteResult::Int(1)
+            }
+            WriteOp::GetSet(key, value) => {
+                let old = self.live(&key, now).map(|e| e.value.clone());
+                self.insert(
+                    key,
+                    Entry {
+                        value,
+                        expire_at: None,
+                    },
+                );
+                WriteResult::Bulk(old)
+            }
+            WriteOp::GetDel(key) => {
+                let old = self.live(&key, now).map(|e| e.value.clone());
+                if old.is_some() {
+                    self.remove(&key);
+                }
+                WriteResult::Bulk(old)
+            }
+            WriteOp::Append(key, value) => {
+                let (mut v, expire_at) = match self.live(&key, now) {
+                    Some(e) => (e.value.to_vec(), e.expire_at),
+                    None => (Vec::new(), None),
+                };
+                v.extend_from_slice(&value);
+                let len = i64::try_from(v.len()).unwrap_or(i64::MAX);
+                self.insert(
+                    key,
+                    Entry {
+                        value: Bytes::from(v),
+                        expire_at,
+                    },
+                );
+                WriteResult::Int(len)
+            }
+            WriteOp::Rename { from, to, nx } => {
+                let Some(e) = self.live(&from, now).cloned() else {
+                    return WriteResult::Err("ERR no such key".into());
+                };
+                if nx && self.live(&to, now).is_some() {
+                    return WriteResult::Int(0);
+                }
+                if from != to {
+                    self.remove(&from);
+                    self.insert(to, e);
+                }
+                if nx {
+                    WriteResult::Int(1)
+                } else {
+                    WriteResult::Ok
+                }
+            }
             WriteOp::Persist(key) => match self.live(&key, now) {
                 Some(e) if e.expire_at.is_some() => {
                     let value = e.value.clone();

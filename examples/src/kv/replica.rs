@@ -279,6 +279,16 @@ fn describe_op(op: &WriteOp) -> String {
         WriteOp::PurgeExpired => "(expiry purge)".into(),
         WriteOp::Expire { key, at, .. } => format!("PEXPIREAT {} {at}", show(key)),
         WriteOp::Persist(key) => format!("PERSIST {}", show(key)),
+        WriteOp::SetNx(k, v) => format!("SETNX {} {}", show(k), show(v)),
+        WriteOp::GetSet(k, v) => format!("GETSET {} {}", show(k), show(v)),
+        WriteOp::GetDel(k) => format!("GETDEL {}", show(k)),
+        WriteOp::Append(k, v) => format!("APPEND {} {}", show(k), show(v)),
+        WriteOp::Rename { from, to, nx } => format!(
+            "{} {} {}",
+            if *nx { "RENAMENX" } else { "RENAME" },
+            show(from),
+            show(to)
+        ),
         WriteOp::Exec { cmds, .. } => format!(
             "EXEC [{}]",
             cmds.iter()

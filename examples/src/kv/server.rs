@@ -710,6 +710,14 @@ fn immediate<B: Backend>(ctx: &Ctx<B>, req: &Request, out: &mut BytesMut) -> boo
             }
             None => resp::error(out, FAULTS_OFF),
         },
+        Request::Time => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            resp::array_header(out, 2);
+            resp::bulk(out, Some(t.as_secs().to_string().as_bytes()));
+            resp::bulk(out, Some(t.subsec_micros().to_string().as_bytes()));
+        }
         Request::VsyncMembers => {
             let lines = ctx.backend.status().member_lines.join("\n");
             resp::bulk(out, Some(lines.as_bytes()));

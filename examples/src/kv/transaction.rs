@@ -60,6 +60,11 @@ pub fn to_op(req: Request, now: u64) -> WriteOp {
             }
         }
         Request::Persist(key) => WriteOp::Persist(key),
+        Request::SetNx(k, v) => WriteOp::SetNx(k, v),
+        Request::GetSet(k, v) => WriteOp::GetSet(k, v),
+        Request::GetDel(k) => WriteOp::GetDel(k),
+        Request::Append(k, v) => WriteOp::Append(k, v),
+        Request::Rename { from, to, nx } => WriteOp::Rename { from, to, nx },
         // `is_write` admits only the above and FLUSHDB.
         _ => WriteOp::FlushDb,
     }
@@ -85,6 +90,21 @@ pub fn encode_read(store: &KvStore, req: &Request, now: u64, out: &mut BytesMut)
             }
         }
         Request::DebugDigest => resp::simple(out, &store.digest()),
+        Request::Strlen(k) => resp::integer(
+            out,
+            store
+                .get(k, now)
+                .map_or(0, |v| i64::try_from(v.len()).unwrap_or(i64::MAX)),
+        ),
+        Request::Type(k) => resp::simple(
+            out,
+            if store.get(k, now).is_some() {
+                "string"
+            } else {
+                "none"
+            },
+        ),
+        Request::Touch(keys) => resp::integer(out, store.exists(keys, now)),
         Request::Ttl { key, ms } => {
             let v = match store.entry(key, now) {
                 None => -2,
@@ -130,6 +150,7 @@ pub fn encode_result(out: &mut BytesMut, r: &WriteResult) -> bool {
             return true;
         }
         WriteResult::Raw(b) => out.extend_from_slice(b),
+        WriteResult::Bulk(b) => resp::bulk(out, b.as_deref()),
     }
     false
 }

@@ -440,3 +440,48 @@ fn a_data_directory_of_another_cluster_is_refused_and_left_intact() {
     let n: u64 = redis::cmd("DBSIZE").query(&mut a.conn()).unwrap();
     assert_eq!(n, 0);
 }
+
+/// Data written by the version before the identity file: without a seed,
+/// the replica refuses to guess and says to use `--recover`; recovered once
+/// with it, it records its cluster, and the next restart with the original
+/// command line is automatic, with the data.
+#[test]
+fn data_from_before_the_identity_file_is_recovered_once_by_hand_then_restarts_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_addr();
+    let data = dir.path().join("n1");
+    let mut n = spawn_on(1, data.clone(), listen, &[], &[]);
+    wait_members(&n, 1);
+    let mut c = n.conn();
+    for i in 0..30 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("o:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
+    drop(c);
+    n.signal(libc::SIGTERM);
+    assert!(n.wait_exit(Duration::from_secs(25)).is_some());
+    drop(n);
+    // As an older version left it: a checkpoint, no identity.
+    std::fs::remove_file(data.join(vsync_rsm::identity::IDENTITY_FILE)).unwrap();
+    let (ok, err) = run_to_exit(1, &data, listen, &[], &[], Duration::from_secs(20));
+    assert_eq!(ok, Some(false), "{err}");
+    assert!(err.contains("--recover"), "{err}");
+    let mut n = spawn_on(1, data.clone(), listen, &[], &["--recover", "1"]);
+    wait_members(&n, 1);
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut n.conn()).unwrap();
+    assert_eq!(keys, 30);
+    wait_until(Duration::from_secs(10), "the identity recorded", || {
+        data.join(vsync_rsm::identity::IDENTITY_FILE).exists()
+    });
+    n.signal(libc::SIGTERM);
+    assert!(n.wait_exit(Duration::from_secs(25)).is_some());
+    drop(n);
+    let n = spawn_on(1, data, listen, &[], &[]);
+    wait_members(&n, 1);
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut n.conn()).unwrap();
+    assert_eq!(keys, 30);
+}

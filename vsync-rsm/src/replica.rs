@@ -136,13 +136,21 @@ impl<S: StateMachine> Replica<S> {
         }
         core.set_tail_limits(config.catch_up_commands, config.catch_up_bytes);
         let mut identity = disk.identity.clone();
-        if let StartPlan::Found { .. } = plan {
+        // A group founded anew, or recovered by the operator from data that
+        // records no cluster yet (written by an older version), gets a new
+        // cluster id; recovery's joiners adopt it with the state.
+        let new_cluster = match plan {
+            StartPlan::Found { .. } => true,
+            StartPlan::Recover { found: true, .. } => identity.is_none(),
+            _ => false,
+        };
+        if new_cluster {
             let id = Identity::new(
                 ClusterId(rand::random()),
                 &config.net.group,
                 config.net.node,
             );
-            tracing::info!(cluster = %id.cluster, group = %id.group, "founding a new cluster");
+            tracing::info!(cluster = %id.cluster, group = %id.group, "a new cluster id");
             identity = Some(id);
         }
         core.set_cluster(identity.as_ref().map(|i| i.cluster));
@@ -1564,6 +1572,11 @@ impl<S: StateMachine> Task<S> {
         }
         let mut net = self.cfg.net.clone();
         net.incarnation = Some((unix_ms() as u64).max(old.inc + 1));
+        if self.core.cluster().is_none() {
+            // Data that records no cluster (an older version's): the
+            // recovered group gets an id now.
+            self.core.set_cluster(Some(ClusterId(rand::random())));
+        }
         match Group::found(net).await {
             Ok(group) => {
                 let pid = group.pid();

@@ -293,9 +293,15 @@ impl<S: StateMachine> Replica<S> {
     /// is delivered (it may still have been applied by the others).
     pub async fn execute(&self, cmd: S::Command) -> Result<S::Output, RsmError> {
         let cmd = Bytes::from(postcard::to_stdvec(&cmd)?);
+        self.ask(|reply| Request::Execute { cmd, reply }).await
+    }
+
+    /// Sends the task a request carrying a reply channel and waits for the
+    /// answer (`ShuttingDown` if the task is gone).
+    async fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request<S>) -> Result<T, RsmError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request::Execute { cmd, reply })
+            .send(request(reply))
             .await
             .map_err(|_| RsmError::ShuttingDown)?;
         rx.await.map_err(|_| RsmError::ShuttingDown)?
@@ -358,23 +364,13 @@ impl<S: StateMachine> Replica<S> {
     /// Writes a checkpoint now (needs a data directory); resolves once it
     /// is durable.
     pub async fn checkpoint(&self) -> Result<(), RsmError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Checkpoint(reply))
-            .await
-            .map_err(|_| RsmError::ShuttingDown)?;
-        rx.await.map_err(|_| RsmError::ShuttingDown)?
+        self.ask(Request::Checkpoint).await
     }
 
     /// Leaves the group cleanly once the commands in flight here are
     /// applied; new commands are refused meanwhile.
     pub async fn leave(&self) -> Result<(), RsmError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Leave(reply))
-            .await
-            .map_err(|_| RsmError::ShuttingDown)?;
-        rx.await.map_err(|_| RsmError::ShuttingDown)?
+        self.ask(Request::Leave).await
     }
 
     /// Removes the member of node `node` from the group through a view
@@ -384,12 +380,7 @@ impl<S: StateMachine> Replica<S> {
     /// replica's own node (stop it instead: it leaves cleanly) and for a
     /// node not in the view.
     pub async fn evict(&self, node: u64) -> Result<Pid, RsmError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Evict { node, reply })
-            .await
-            .map_err(|_| RsmError::ShuttingDown)?;
-        rx.await.map_err(|_| RsmError::ShuttingDown)?
+        self.ask(|reply| Request::Evict { node, reply }).await
     }
 
     /// A stream of what happens to the replica (views, transfers,

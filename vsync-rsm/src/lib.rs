@@ -40,11 +40,22 @@
 //! - **Checkpoints and log** ([`store`]): complete-or-absent checkpoints with
 //!   checksums in sled, every N commands or T seconds; in Logged mode every
 //!   delivered batch is appended and flushed before acknowledgement.
-//! - **Total-failure recovery** ([`Start::Recover`]): restarted members load
-//!   their checkpoint and log, form a group, and once the expected members
-//!   are in a view each multicasts its position; at the delivery of the last
-//!   claim (the same point at every member) they take the state of the
-//!   highest, by the same snapshot-at-cut transfer.
+//! - **Restarts** ([`Start::Auto`], [`startup`], [`identity`]): the data
+//!   directory records its cluster and the last view; a replica with state
+//!   is never founded over: it rejoins its last view's members and takes
+//!   only the commands it missed when a donor still holds them (a
+//!   catch-up, [`tail`]), the whole state otherwise.
+//! - **Total-failure recovery**: when no group admits a restarting
+//!   replica, the lowest node id of its last view founds a recovering group
+//!   (or the operator says how many to wait for, [`Start::Recover`]);
+//!   members load their checkpoint and log and multicast their position and
+//!   last view; once every node named in those views is present, at the
+//!   delivery of the deciding claim (the same point at every member) they
+//!   take the state of the highest, by the same snapshot-at-cut transfer.
+//! - **Versions** ([`StateMachine::VERSION`], [`StateMachine::READS`]): a
+//!   replica serves only once the group found its build compatible with
+//!   every member's; a command it cannot decode halts it rather than be
+//!   skipped.
 //! - **Partitions** ([`divergence`]): under the partitionable policy a
 //!   replica whose side loses the merge after a heal shows the state
 //!   machine what it discards ([`StateMachine::on_discard`], from a bounded

@@ -85,7 +85,7 @@ impl<S: StateMachine> std::fmt::Debug for Replica<S> {
 }
 
 impl<S: StateMachine> Replica<S> {
-    /// Starts a replica of `machine` (see [`Start`] for how it enters the
+    /// Starts a replica of `machine` (see [`crate::Start`] for how it enters the
     /// group and what it loads from [`ReplicaConfig::data_dir`]). Returns
     /// once the network runtime is up; watch [`Replica::status`] or
     /// [`Replica::events`] for membership.

@@ -22,7 +22,7 @@ use crate::divergence::DivergenceInfo;
 use crate::error::RsmError;
 use crate::identity::{ClusterId, Identity, LastMember, LastView};
 use crate::machine::StateMachine;
-use crate::sansio::{Action, Offer, Phase, ReadFn, RecoveryRule, ReplicaCore};
+use crate::sansio::{Action, Phase, ReadFn, RecoveryRule, ReplicaCore};
 use crate::startup::{OnDisk, StartPlan};
 use crate::status::{Metrics, ReplicaEvent, ReplicaMetrics, ReplicaStatus, Role};
 use crate::store::{Store, Written};
@@ -1051,27 +1051,7 @@ impl<S: StateMachine> Task<S> {
             r.3 = Instant::now();
         }
         match m {
-            Direct::Begin {
-                view,
-                position,
-                recovering,
-                cluster,
-                chain,
-                catch_up,
-                versions,
-                ..
-            } => self.core.state_begin(
-                from,
-                view,
-                Offer {
-                    position,
-                    recovering,
-                    cluster,
-                    chain,
-                    catch_up,
-                    versions,
-                },
-            ),
+            Direct::Begin { view, offer, .. } => self.core.state_begin(from, view, offer),
             Direct::Piece {
                 view, seq, last, ..
             } => {

@@ -263,7 +263,7 @@ pub struct ReplicaCore<S: StateMachine> {
 
 /// What a donor's [`crate::wire::Direct::Begin`] offers
 /// ([`ReplicaCore::state_begin`]).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Offer {
     /// The position of the state.
     pub position: u64,

@@ -17,6 +17,7 @@
 //! joiner take in more than it is configured to hold.
 
 use crate::machine::SnapshotImage;
+use crate::sansio::Offer;
 use crate::status::Metrics;
 use crate::wire::{Direct, encode_direct};
 use bytes::Bytes;
@@ -191,12 +192,14 @@ async fn stream<I: SnapshotImage>(
                 Direct::Begin {
                     view,
                     attempt,
-                    position: plan.position,
-                    recovering: plan.recovering,
-                    cluster: plan.cluster,
-                    chain: None,
-                    catch_up: None,
-                    versions: plan.versions.clone(),
+                    offer: Offer {
+                        position: plan.position,
+                        recovering: plan.recovering,
+                        cluster: plan.cluster,
+                        chain: None,
+                        catch_up: None,
+                        versions: plan.versions.clone(),
+                    },
                 },
                 Bytes::new(),
             )
@@ -210,12 +213,14 @@ async fn stream<I: SnapshotImage>(
         Direct::Begin {
             view,
             attempt,
-            position: plan.position,
-            recovering: None,
-            cluster: plan.cluster,
-            chain: plan.chain,
-            catch_up: plan.catch_up.as_ref().map(|(p, _)| *p),
-            versions: plan.versions.clone(),
+            offer: Offer {
+                position: plan.position,
+                recovering: None,
+                cluster: plan.cluster,
+                chain: plan.chain,
+                catch_up: plan.catch_up.as_ref().map(|(p, _)| *p),
+                versions: plan.versions.clone(),
+            },
         },
         Bytes::new(),
     )

@@ -2,6 +2,7 @@
 //! and [`Direct`] messages (state transfer) point to point. Postcard; every
 //! decode of peer bytes returns a typed error.
 
+use crate::sansio::Offer;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use vsync_core::{Pid, ViewId};
@@ -108,32 +109,17 @@ pub enum Direct {
         /// ([`crate::tail`]).
         have: Option<(u64, u64)>,
     },
-    /// The donor starts sending the state at `position` for the view that
-    /// admitted the joiner.
+    /// The donor starts sending for the view that admitted the joiner:
+    /// what [`Offer`] says (the state's position and lineage hash, or that
+    /// the group is recovering, or a catch-up; the donor's cluster id and
+    /// the admitted members' command versions).
     Begin {
         /// The view that admitted the joiner.
         view: ViewId,
         /// The attempt this answers.
         attempt: u32,
-        /// The position of the state.
-        position: u64,
-        /// The group is recovering from a total failure and has no agreed
-        /// state yet: keep your own and take part in recovery (`expect`
-        /// members; 0: every node of the members' last views, see
-        /// [`crate::sansio::RecoveryRule::to_wire`]).
-        recovering: Option<u64>,
-        /// The donor's cluster id: a joiner of another cluster refuses the
-        /// state; one without a cluster id adopts it.
-        cluster: Option<crate::identity::ClusterId>,
-        /// The lineage hash of the state at `position` ([`crate::tail`]).
-        chain: Option<u64>,
-        /// A catch-up: the pieces are the delivered batches after this
-        /// position (the joiner's own), not an image.
-        catch_up: Option<u64>,
-        /// The command versions of the members admitted at the cut: the
-        /// joiner checks its own against them at once, and checks later
-        /// newcomers against them.
-        versions: Vec<(Pid, Versions)>,
+        /// What is offered.
+        offer: Offer,
     },
     /// A piece of a chunk (`last`: the chunk's last piece). Its bytes
     /// follow the message's encoding in the same payload ([`encode_direct`],

@@ -265,6 +265,17 @@ impl KvStore {
         WriteResult::Int(1)
     }
 
+    /// Stores `value` under `key` with no expiry.
+    fn put_plain(&mut self, key: Bytes, value: Bytes) {
+        self.insert(
+            key,
+            Entry {
+                value,
+                expire_at: None,
+            },
+        );
+    }
+
     /// The live entry of `key` at `now`.
     pub fn entry(&self, key: &[u8], now: u64) -> Option<&Entry> {
         self.live(key, now)
@@ -294,24 +305,12 @@ impl KvStore {
                 if self.live(&key, now).is_some() {
                     return WriteResult::Int(0);
                 }
-                self.insert(
-                    key,
-                    Entry {
-                        value,
-                        expire_at: None,
-                    },
-                );
+                self.put_plain(key, value);
                 WriteResult::Int(1)
             }
             WriteOp::GetSet(key, value) => {
                 let old = self.live(&key, now).map(|e| e.value.clone());
-                self.insert(
-                    key,
-                    Entry {
-                        value,
-                        expire_at: None,
-                    },
-                );
+                self.put_plain(key, value);
                 WriteResult::Bulk(old)
             }
             WriteOp::GetDel(key) => {
@@ -357,13 +356,7 @@ impl KvStore {
             WriteOp::Persist(key) => match self.live(&key, now) {
                 Some(e) if e.expire_at.is_some() => {
                     let value = e.value.clone();
-                    self.insert(
-                        key,
-                        Entry {
-                            value,
-                            expire_at: None,
-                        },
-                    );
+                    self.put_plain(key, value);
                     WriteResult::Int(1)
                 }
                 _ => WriteResult::Int(0),

@@ -277,6 +277,10 @@ async fn multicast_waits_while_the_engine_queue_is_full() {
 async fn a_sender_waits_while_the_application_is_behind() {
     let mut cfg = config(1, "g", &[], 1_000_000);
     cfg.max_pending_events = 100;
+    // A short engine queue: with the default (4096), a sender on a loaded
+    // machine could queue all 1,000 before the runtime delivered any, and
+    // finish without ever seeing the backlog.
+    cfg.max_queued = 16;
     let mut a = Group::found(cfg).await.unwrap();
     view_of(&mut a, 1, &mut vec![]).await;
     let s = a.sender();

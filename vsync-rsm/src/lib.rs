@@ -69,9 +69,11 @@
 #![forbid(unsafe_code)]
 
 mod config;
+pub mod disk;
 pub mod divergence;
 mod error;
 pub mod identity;
+pub mod lifecycle;
 mod machine;
 mod replica;
 pub mod sansio;

@@ -21,6 +21,7 @@ use crate::config::{Durability, ReplicaConfig};
 use crate::divergence::DivergenceInfo;
 use crate::error::RsmError;
 use crate::identity::{ClusterId, Identity, LastMember, LastView};
+use crate::lifecycle::{Observed, RestartClock, RestartStep};
 use crate::machine::StateMachine;
 use crate::sansio::{Action, Phase, ReadFn, RecoveryRule, ReplicaCore};
 use crate::startup::{OnDisk, StartPlan};
@@ -164,7 +165,9 @@ impl<S: StateMachine> Replica<S> {
                 Err(reason) => rejected = Some(reason),
             }
         }
-        let mut restart = None;
+        let mut clock = RestartClock::new(config.restart_wait);
+        let epoch = Instant::now();
+        let mut founder_of_last = false;
         let mut group_joined = true;
         let group = match &plan {
             StartPlan::Found { .. } | StartPlan::Recover { found: true, .. } => {
@@ -188,10 +191,8 @@ impl<S: StateMachine> Replica<S> {
                     group_joined = false;
                     Group::found(config.net.clone()).await?
                 } else {
-                    restart = Some(Restarting {
-                        since: Instant::now(),
-                        founder: *founder,
-                    });
+                    founder_of_last = *founder;
+                    clock.restarting(Duration::ZERO, *founder);
                     Group::join(config.net.clone()).await?
                 }
             }
@@ -267,8 +268,9 @@ impl<S: StateMachine> Replica<S> {
             events: events.clone(),
             stopped: None,
             identity,
-            restart,
-            lonely_since: None,
+            clock,
+            epoch,
+            founder_of_last,
             addresses: Vec::new(),
             joins_by_transfer: !matches!(
                 plan,
@@ -397,15 +399,6 @@ fn unix_ms() -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
-/// A restarting replica not yet admitted by any group.
-#[derive(Clone, Copy, Debug)]
-struct Restarting {
-    /// When it started asking.
-    since: Instant,
-    /// Whether it founds the recovering group if nobody admits it.
-    founder: bool,
-}
-
 /// Opens the store; a store sled cannot open is moved aside (reported) and
 /// a fresh one created.
 fn open_store(
@@ -435,75 +428,42 @@ fn open_store(
     }
 }
 
-/// Loads the checkpoint (and replays the log in Logged mode). Returns the
-/// checkpoint's position, or why it was rejected.
+/// Loads the checkpoint (and replays the log in Logged mode) through
+/// [`crate::disk::restore_local`], the path the simulator runs too, and
+/// reports it. Returns the checkpoint's position, or why it was rejected.
 fn load_local<S: StateMachine>(
     store: &Store,
     core: &mut ReplicaCore<S>,
     durability: Durability,
     events: &broadcast::Sender<ReplicaEvent>,
 ) -> Result<Option<u64>, String> {
-    core.load_begin();
-    let loaded = store.load_checkpoint(|c| core.load_chunk(c));
-    let mut result = Ok(None);
-    match loaded {
-        Ok(Some(meta)) => match core.load_end(meta.position, store.checkpoint_chain(&meta)) {
-            Ok(()) => {
-                tracing::info!(position = meta.position, "checkpoint loaded");
-                let _ = events.send(ReplicaEvent::CheckpointLoaded {
-                    position: meta.position,
-                });
-                result = Ok(Some(meta.position));
-            }
-            Err(e) => result = Err(format!("the checkpoint cannot be restored: {e}")),
-        },
-        Ok(None) => {
-            let _ = core.reset();
-        }
-        Err(reason) => result = Err(reason),
+    let r = crate::disk::restore_local(store, core, durability == Durability::Logged);
+    if let Some(position) = r.checkpoint {
+        tracing::info!(position, "checkpoint loaded");
+        let _ = events.send(ReplicaEvent::CheckpointLoaded { position });
     }
-    if let Err(reason) = &result {
+    if let Some(reason) = &r.rejected {
         tracing::warn!(
             "checkpoint rejected: {reason}; falling back to state transfer from the group"
         );
         let _ = events.send(ReplicaEvent::CheckpointRejected {
             reason: reason.clone(),
         });
-        let _ = core.reset();
     }
-    if durability == Durability::Logged {
-        let mut replayed = 0u64;
-        for e in store.log_entries() {
-            let (first, payload) = match e {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the log is unreadable from here on: replay stopped");
-                    break;
-                }
-            };
-            if first > core.position() {
-                tracing::warn!(
-                    first,
-                    position = core.position(),
-                    "the log has a gap (its start is beyond the checkpoint): replay stopped"
-                );
-                break;
-            }
-            if let Err(e) = core.replay(first, &payload) {
-                tracing::warn!(error = %e, "an undecodable log entry: replay stopped");
-                break;
-            }
-            replayed += 1;
-        }
-        if replayed > 0 {
-            tracing::info!(
-                batches = replayed,
-                position = core.position(),
-                "log replayed"
-            );
-        }
+    if let Some(why) = &r.stopped {
+        tracing::warn!("log replay stopped: {why}");
     }
-    result
+    if r.replayed > 0 {
+        tracing::info!(
+            batches = r.replayed,
+            position = core.position(),
+            "log replayed"
+        );
+    }
+    match r.rejected {
+        Some(reason) => Err(reason),
+        None => Ok(r.checkpoint),
+    }
 }
 
 struct Task<S: StateMachine> {
@@ -570,10 +530,12 @@ struct Task<S: StateMachine> {
     /// The data directory's identity as last written (`None`: not known
     /// yet, a new member before its first state).
     identity: Option<Identity>,
-    /// Restarting with state and not yet admitted anywhere.
-    restart: Option<Restarting>,
-    /// Since when this replica has been alone in a recovering group.
-    lonely_since: Option<Instant>,
+    /// When to found a recovering group, or give up on one.
+    clock: RestartClock,
+    /// The origin of the clock's time.
+    epoch: Instant,
+    /// This replica founds the recovering group of its last view.
+    founder_of_last: bool,
     /// The current view's members' listen addresses (for the status).
     addresses: Vec<(Pid, SocketAddr)>,
     /// The current incarnation entered by joining (not founding): its
@@ -895,7 +857,7 @@ impl<S: StateMachine> Task<S> {
                     tracing::info!(joiner = %j, "the joiner left the view: state transfer cancelled");
                     self.emit(ReplicaEvent::StateTransferCancelled { joiner: j });
                 }
-                self.restart = None;
+                self.clock.admitted();
                 self.addresses = self.view_addresses(&view);
                 self.core.on_view(view.clone());
                 if joined && self.joins_by_transfer {
@@ -1331,7 +1293,7 @@ impl<S: StateMachine> Task<S> {
                 self.need_rejoin = Some(reason);
             }
             Action::Recovered { position, holder } => {
-                self.lonely_since = None;
+                self.clock.recovered();
                 self.persist_identity();
                 self.emit(ReplicaEvent::Recovered { position, holder });
             }
@@ -1502,29 +1464,29 @@ impl<S: StateMachine> Task<S> {
     /// group for as long tries to join again (a running group may exist
     /// that it could not reach).
     async fn restart_tick(&mut self) {
-        let wait = self.cfg.restart_wait;
-        if let Some(r) = self.restart {
-            if r.founder && self.core.phase() == Phase::Joining && r.since.elapsed() >= wait {
-                self.found_recovering().await;
+        let now = self.epoch.elapsed();
+        let members = self.core.view().map_or(0, |v| v.members.len());
+        let step = self.clock.poll(
+            now,
+            Observed {
+                phase: self.core.phase(),
+                recovering: self.core.recovering(),
+                members,
+                can_ask: !self.cfg.net.seeds.is_empty(),
+            },
+        );
+        match step {
+            RestartStep::Wait => {}
+            RestartStep::FoundRecovering => self.found_recovering().await,
+            RestartStep::AskAgain => {
+                tracing::info!(
+                    members,
+                    "the recovering group did not complete: asking the last view's members again"
+                );
+                self.need_rejoin = Some("the recovering group did not complete".into());
+                let founder = self.founder_of_last || members <= 1;
+                self.clock.restarting(now, founder);
             }
-            return;
-        }
-        let alone = self.core.recovering()
-            && self.core.phase() == Phase::Member
-            && self.core.view().is_some_and(|v| v.members.len() == 1);
-        if !alone {
-            self.lonely_since = None;
-            return;
-        }
-        let since = *self.lonely_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= wait && !self.cfg.net.seeds.is_empty() {
-            tracing::info!("alone in the recovering group: asking the last view's members again");
-            self.lonely_since = None;
-            self.need_rejoin = Some("alone in the recovering group".into());
-            self.restart = Some(Restarting {
-                since: Instant::now(),
-                founder: true,
-            });
         }
     }
 
@@ -1536,7 +1498,6 @@ impl<S: StateMachine> Task<S> {
             position = self.core.position(),
             "no group admitted this replica: the whole cluster seems down; founding a recovering group, which waits for every node of its members' last views"
         );
-        self.restart = None;
         let old = self.core.pid();
         if let Some(g) = self.group.take() {
             g.shutdown().await;

@@ -78,6 +78,44 @@ pub(crate) struct Plan<I> {
     pub(crate) attempt: u32,
 }
 
+impl<I: SnapshotImage + 'static> Plan<I> {
+    /// What the stream opens with: the offer of [`Direct::Begin`], or
+    /// `None` for [`Direct::Refuse`] (this donor has no state to give).
+    pub(crate) fn opening(&self) -> Option<Offer> {
+        if self.image.is_none() {
+            return self.recovering.map(|r| Offer {
+                position: self.position,
+                recovering: Some(r),
+                cluster: self.cluster,
+                chain: None,
+                catch_up: None,
+                versions: self.versions.clone(),
+            });
+        }
+        Some(Offer {
+            position: self.position,
+            recovering: None,
+            cluster: self.cluster,
+            chain: self.chain,
+            catch_up: self.catch_up.as_ref().map(|(p, _)| *p),
+            versions: self.versions.clone(),
+        })
+    }
+
+    /// The chunks the stream carries after its opening: the catch-up's
+    /// batches, one each, or the image's; `None` when it carries none (a
+    /// refusal, or a recovering group's opening alone).
+    pub(crate) fn into_chunks(self) -> Option<Box<dyn Iterator<Item = Bytes> + Send>> {
+        let mut image = self.image?;
+        Some(match self.catch_up {
+            Some((_, batches)) => Box::new(batches.into_iter()),
+            None => Box::new(std::iter::from_fn(move || {
+                image.next_chunk().map(Bytes::from)
+            })),
+        })
+    }
+}
+
 impl<I> Plan<I> {
     /// The batches that take a joiner at `have` (position, lineage hash)
     /// to this plan's cut, if the tail holds them.
@@ -186,57 +224,27 @@ async fn stream<I: SnapshotImage>(
             sender.send_to(to, b).await.map_err(|e| e.to_string())
         }
     };
-    let Some(mut image) = plan.image else {
-        if plan.recovering.is_some() {
-            send(
-                Direct::Begin {
-                    view,
-                    attempt,
-                    offer: Offer {
-                        position: plan.position,
-                        recovering: plan.recovering,
-                        cluster: plan.cluster,
-                        chain: None,
-                        catch_up: None,
-                        versions: plan.versions.clone(),
-                    },
-                },
-                Bytes::new(),
-            )
-            .await?;
-        } else {
-            send(Direct::Refuse { view }, Bytes::new()).await?;
-        }
+    let Some(offer) = plan.opening() else {
+        send(Direct::Refuse { view }, Bytes::new()).await?;
         return Ok(0);
     };
     send(
         Direct::Begin {
             view,
             attempt,
-            offer: Offer {
-                position: plan.position,
-                recovering: None,
-                cluster: plan.cluster,
-                chain: plan.chain,
-                catch_up: plan.catch_up.as_ref().map(|(p, _)| *p),
-                versions: plan.versions.clone(),
-            },
+            offer,
         },
         Bytes::new(),
     )
     .await?;
+    let Some(mut chunks) = plan.into_chunks() else {
+        return Ok(0);
+    };
     let piece = PIECE.min(sender.max_direct().saturating_sub(256)).max(1024);
-    // A catch-up sends the batches themselves, one chunk each; otherwise
-    // the image, serialised as it goes.
-    let mut batches = plan.catch_up.map(|(_, b)| b.into_iter());
     // The image is serialised on a blocking thread, a few pieces ahead.
     let (ptx, mut prx) = mpsc::channel::<(Bytes, bool)>(8);
     let producer = tokio::task::spawn_blocking(move || {
-        let mut next = || match batches.as_mut() {
-            Some(b) => b.next(),
-            None => image.next_chunk().map(Bytes::from),
-        };
-        while let Some(chunk) = next() {
+        for chunk in chunks.by_ref() {
             if chunk.is_empty() {
                 if ptx.blocking_send((chunk, true)).is_err() {
                     return;

@@ -17,7 +17,7 @@
 mod observer;
 mod profile;
 
-pub use observer::{Observer, ObserverHandle};
+pub use observer::{Directive, Observer, ObserverHandle};
 pub use profile::Profile;
 
 use crate::checker::{self, CheckOptions, Policy, Violation};
@@ -51,6 +51,12 @@ pub struct SimOptions {
     /// A hook that sees every application event and may choose the
     /// workload's payloads ([`Observer`]).
     pub observer: Option<ObserverHandle>,
+    /// Whole-group outages (only with an observer, which must found a
+    /// group again: [`Observer::found`]; and only when the seed's profile
+    /// crashes processes): up to twice in the chaos phase, every process
+    /// crashes at once; all of them, or a majority, restart a little
+    /// later, the others much later. Off, runs are exactly as before.
+    pub outages: bool,
 }
 
 /// What a run produced.
@@ -78,6 +84,8 @@ pub struct SimResult {
     pub forks: u64,
     /// Virtual time at the end, microseconds.
     pub end: u64,
+    /// Whole-group outages ([`SimOptions::outages`]).
+    pub outages: u64,
 }
 
 #[derive(Debug)]
@@ -122,6 +130,7 @@ struct Sim {
     messages: u64,
     next_node: u64,
     max_nodes: u64,
+    outages: u64,
 }
 
 /// Runs one seed and checks it.
@@ -152,6 +161,7 @@ pub fn run(seed: u64, opts: &SimOptions) -> SimResult {
         messages: 0,
         next_node: profile.size as u64 + 1,
         max_nodes: profile.size as u64 + 3,
+        outages: 0,
     };
     sim.start();
     let end = sim.run_to_end();
@@ -188,6 +198,7 @@ pub fn run(seed: u64, opts: &SimOptions) -> SimResult {
         diverged,
         forks,
         end: sim.now,
+        outages: sim.outages,
     }
 }
 
@@ -283,6 +294,59 @@ impl Sim {
             });
         }
         self.log(|| format!("{pid} starts"));
+        if let Some(o) = &self.opts.observer {
+            o.started(self.now, pid);
+        }
+    }
+
+    /// Crashes a process: it emits nothing more; its history ends with a
+    /// crash.
+    fn crash(&mut self, idx: usize) {
+        let Some(pid) = self.procs[idx].engine.as_ref().map(|e| e.pid()) else {
+            return;
+        };
+        let hist = self.procs[idx].hist;
+        self.histories[hist].push(self.now, Event::Crash);
+        self.procs[idx].engine = None;
+        self.procs[idx].timer_at = None;
+        if let Some(o) = &self.opts.observer {
+            o.crashed(self.now, pid);
+        }
+    }
+
+    /// A whole-group outage: every process crashes; all of them, or a
+    /// majority, restart after one to three suspicion timeouts, the others
+    /// after eight to twelve.
+    fn outage(&mut self) {
+        let st = self.profile.suspect_timeout;
+        let up: Vec<usize> = (0..self.procs.len())
+            .filter(|i| self.procs[*i].engine.is_some())
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        self.outages += 1;
+        self.log(|| "outage: every process crashes".to_string());
+        for &i in &up {
+            self.crash(i);
+            self.procs[i].restart_pending = true;
+        }
+        let all = self.rng.random_bool(0.5);
+        let soon = if all { up.len() } else { up.len() / 2 + 1 };
+        let mut order = up;
+        for i in (1..order.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            order.swap(i, j);
+        }
+        for (k, i) in order.into_iter().enumerate() {
+            let delay = if k < soon {
+                self.rng.random_range(st..3 * st)
+            } else {
+                self.rng.random_range(8 * st..12 * st)
+            };
+            let node = self.procs[i].node;
+            self.schedule(self.now + delay, Ev::Restart { node });
+        }
     }
 
     fn idx_of(&self, node: u64) -> Option<usize> {
@@ -576,6 +640,7 @@ impl Sim {
                     return;
                 }
                 self.with_engine(idx, |e, now| e.handle_timeout(now));
+                self.poll_observer(idx, pid);
             }
             Ev::Multicast { node } => self.multicast(node),
             Ev::CrashCoordinator { view } => self.crash_coordinator(view),
@@ -619,6 +684,40 @@ impl Sim {
         }
     }
 
+    /// Carries out what the observer decided for a process
+    /// ([`Observer::poll`]).
+    fn poll_observer(&mut self, idx: usize, pid: Pid) {
+        let Some(o) = self.opts.observer.clone() else {
+            return;
+        };
+        if self.procs[idx].engine.as_ref().map(|e| e.pid()) != Some(pid) {
+            return;
+        }
+        let joining = self.procs[idx]
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.view().is_none() && !e.is_finished());
+        match o.poll(self.now, pid) {
+            None => return,
+            Some(Directive::Crash) => {
+                self.crash(idx);
+                self.log(|| format!("{pid} stops (its replica asked)"));
+                self.schedule_restart(idx);
+                return;
+            }
+            Some(Directive::Found) if !joining => return,
+            Some(Directive::Found) => {}
+        }
+        // The joining incarnation stops (as the real replica shuts its
+        // group down) and a new one founds.
+        let hist = self.procs[idx].hist;
+        self.histories[hist].push(self.now, Event::Crash);
+        self.procs[idx].engine = None;
+        self.log(|| format!("{pid} gives up joining and founds a group"));
+        self.spawn(pid.node.0, pid.inc + 1);
+        self.with_engine(idx, |e, now| e.found(now));
+    }
+
     /// Crashes the coordinator of `view` during its flush, if the group
     /// keeps a primary component whatever the flush decides: the view has
     /// at least five members and the others that are live and have
@@ -655,10 +754,7 @@ impl Sim {
         if !v.is_quorum(&present) || present.len() < 4 {
             return;
         }
-        let hist = self.procs[idx].hist;
-        self.histories[hist].push(self.now, Event::Crash);
-        self.procs[idx].engine = None;
-        self.procs[idx].timer_at = None;
+        self.crash(idx);
         self.log(|| format!("{coord} (coordinator of {view}) crashes during the flush"));
         self.schedule_restart(idx);
     }
@@ -729,10 +825,17 @@ impl Sim {
                 kinds.push(k);
             }
         }
+        if self.opts.outages && self.opts.observer.is_some() && pr.crashes && self.outages < 2 {
+            kinds.push(7);
+        }
         if kinds.is_empty() {
             return;
         }
         let kind = kinds[self.rng.random_range(0..kinds.len())];
+        if kind == 7 {
+            self.outage();
+            return;
+        }
         let nodes: Vec<u64> = self
             .procs
             .iter()
@@ -791,10 +894,7 @@ impl Sim {
                 if self.safe_to_fault(pick)
                     && let Some(idx) = self.idx_of(pick)
                 {
-                    let hist = self.procs[idx].hist;
-                    self.histories[hist].push(now, Event::Crash);
-                    self.procs[idx].engine = None;
-                    self.procs[idx].timer_at = None;
+                    self.crash(idx);
                     self.log(|| format!("n{pick} crashes"));
                     self.schedule_restart(idx);
                 }

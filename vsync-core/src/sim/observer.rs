@@ -25,6 +25,37 @@ pub trait Observer: Send {
         let _ = (pid, n);
         None
     }
+
+    /// The process `pid` (a new incarnation) starts at `now`, joining.
+    fn started(&mut self, now: u64, pid: Pid) {
+        let _ = (now, pid);
+    }
+
+    /// The process `pid` crashed at `now` (it emits nothing more).
+    fn crashed(&mut self, now: u64, pid: Pid) {
+        let _ = (now, pid);
+    }
+
+    /// Asked at each timer firing of a live process: what the layer above
+    /// decided for it, if anything (see [`Directive`]).
+    /// [`super::SimOptions::outages`] needs an observer that founds, or
+    /// nobody would ever found a group again after a whole-group outage.
+    fn poll(&mut self, now: u64, pid: Pid) -> Option<Directive> {
+        let _ = (now, pid);
+        None
+    }
+}
+
+/// What an [`Observer`] may have a process do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Directive {
+    /// Stop asking to join and found a group as a new incarnation (as a
+    /// restarted replica does once no group admitted it in time). Ignored
+    /// unless the process is still joining.
+    Found,
+    /// The process stops (a replica that halted or cannot write its log):
+    /// it crashes, and its supervisor restarts it later.
+    Crash,
 }
 
 /// A shared observer, for [`super::SimOptions::observer`].
@@ -45,6 +76,22 @@ impl ObserverHandle {
 
     pub(crate) fn payload(&self, pid: Pid, n: u64) -> Option<Bytes> {
         self.0.lock().ok().and_then(|mut o| o.payload(pid, n))
+    }
+
+    pub(crate) fn started(&self, now: u64, pid: Pid) {
+        if let Ok(mut o) = self.0.lock() {
+            o.started(now, pid);
+        }
+    }
+
+    pub(crate) fn crashed(&self, now: u64, pid: Pid) {
+        if let Ok(mut o) = self.0.lock() {
+            o.crashed(now, pid);
+        }
+    }
+
+    pub(crate) fn poll(&self, now: u64, pid: Pid) -> Option<Directive> {
+        self.0.lock().ok().and_then(|mut o| o.poll(now, pid))
     }
 }
 

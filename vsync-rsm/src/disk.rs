@@ -10,6 +10,10 @@ use crate::machine::StateMachine;
 use crate::sansio::ReplicaCore;
 use crate::store::Store;
 
+/// The logged batches, oldest first: each a position and its encoded
+/// commands, or a message saying why a record could not be read.
+pub type LogBatches<'a> = Box<dyn Iterator<Item = Result<(u64, Vec<u8>), String>> + 'a>;
+
 /// The checkpoint and log a replica restarts from.
 pub trait Disk {
     /// Feeds the newest checkpoint's chunks to `sink`, in order, and
@@ -23,7 +27,7 @@ pub trait Disk {
 
     /// The logged batches in order, as (position before the batch,
     /// payload); an `Err` ends the readable part (replay stops there).
-    fn log_batches(&self) -> Box<dyn Iterator<Item = Result<(u64, Vec<u8>), String>> + '_>;
+    fn log_batches(&self) -> LogBatches<'_>;
 }
 
 impl Disk for Store {
@@ -35,7 +39,7 @@ impl Disk for Store {
         Ok(meta.map(|m| (m.position, self.checkpoint_chain(&m))))
     }
 
-    fn log_batches(&self) -> Box<dyn Iterator<Item = Result<(u64, Vec<u8>), String>> + '_> {
+    fn log_batches(&self) -> LogBatches<'_> {
         Box::new(self.log_entries().map(|e| e.map_err(|e| e.to_string())))
     }
 }

@@ -14,6 +14,14 @@
 //! has not completed after `wait` (alone) or three times `wait` (with
 //! others) is left, and its members ask again, so that once the network
 //! heals they reach the group that lives.
+//!
+//! The same way out serves a member blocked for three times `wait` (its
+//! view lost its majority: under the primary-component policy the group
+//! can then never change views again, since a restarted member is a new
+//! incarnation that counts for no old view's majority). It restarts from
+//! its disk and asks again; if the others did the same, the recovering
+//! group they found brings every node of the last view back together
+//! with the most recent state.
 
 use crate::sansio::Phase;
 use std::time::Duration;
@@ -37,6 +45,8 @@ pub struct RestartClock {
     restarting: Option<(Duration, bool)>,
     /// In a recovering group that has not completed, since.
     stuck_since: Option<Duration>,
+    /// Blocked (a view change that does not complete), since.
+    blocked_since: Option<Duration>,
 }
 
 /// What the clock reads of the replica at each poll.
@@ -50,6 +60,8 @@ pub struct Observed {
     pub members: usize,
     /// There is someone to ask (seeds or the last view's other members).
     pub can_ask: bool,
+    /// The group is blocked (a view change in progress).
+    pub blocked: bool,
 }
 
 impl RestartClock {
@@ -59,6 +71,7 @@ impl RestartClock {
             wait,
             restarting: None,
             stuck_since: None,
+            blocked_since: None,
         }
     }
 
@@ -67,6 +80,7 @@ impl RestartClock {
     pub fn restarting(&mut self, now: Duration, founder: bool) {
         self.restarting = Some((now, founder));
         self.stuck_since = None;
+        self.blocked_since = None;
     }
 
     /// Whether the replica is asking the cluster and not yet admitted.
@@ -92,6 +106,15 @@ impl RestartClock {
                 return RestartStep::FoundRecovering;
             }
             return RestartStep::Wait;
+        }
+        if r.blocked && r.phase == Phase::Member {
+            let since = *self.blocked_since.get_or_insert(now);
+            if now.saturating_sub(since) >= self.wait * 3 && r.can_ask {
+                self.blocked_since = None;
+                return RestartStep::AskAgain;
+            }
+        } else {
+            self.blocked_since = None;
         }
         if !(r.recovering && r.phase == Phase::Member) {
             self.stuck_since = None;
@@ -121,6 +144,7 @@ mod tests {
             recovering,
             members,
             can_ask: true,
+            blocked: false,
         }
     }
 
@@ -177,6 +201,17 @@ mod tests {
             c.poll(15 * S, obs(Phase::Member, false, 2)),
             RestartStep::Wait
         );
+        // Blocked for three waits: ask again.
+        let mut b = RestartClock::new(3 * S);
+        let mut o = obs(Phase::Member, false, 3);
+        o.blocked = true;
+        assert_eq!(b.poll(S, o), RestartStep::Wait);
+        assert_eq!(b.poll(9 * S, o), RestartStep::Wait);
+        o.blocked = false;
+        assert_eq!(b.poll(10 * S, o), RestartStep::Wait);
+        o.blocked = true;
+        assert_eq!(b.poll(11 * S, o), RestartStep::Wait);
+        assert_eq!(b.poll(20 * S, o), RestartStep::AskAgain);
         let mut lone = RestartClock::new(3 * S);
         let mut o = obs(Phase::Member, true, 1);
         o.can_ask = false;

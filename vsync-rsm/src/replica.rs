@@ -1473,17 +1473,20 @@ impl<S: StateMachine> Task<S> {
                 recovering: self.core.recovering(),
                 members,
                 can_ask: !self.cfg.net.seeds.is_empty(),
+                blocked: self.blocked,
             },
         );
         match step {
             RestartStep::Wait => {}
             RestartStep::FoundRecovering => self.found_recovering().await,
             RestartStep::AskAgain => {
-                tracing::info!(
-                    members,
-                    "the recovering group did not complete: asking the last view's members again"
-                );
-                self.need_rejoin = Some("the recovering group did not complete".into());
+                let why = if self.blocked {
+                    "the group has been blocked too long (its view lost its majority)"
+                } else {
+                    "the recovering group did not complete"
+                };
+                tracing::warn!(members, "{why}: asking the last view's members again");
+                self.need_rejoin = Some(why.into());
                 let founder = self.founder_of_last || members <= 1;
                 self.clock.restarting(now, founder);
             }

@@ -359,9 +359,28 @@ impl<S: StateMachine> ReplicaCore<S> {
     }
 
     /// The nodes of the last view installed before this process started
-    /// (from the data directory), named in recovery claims.
+    /// (from the data directory), named in recovery claims. The core then
+    /// keeps it current itself: each view in which it holds the group's
+    /// state replaces it.
     pub fn set_last_view(&mut self, nodes: Vec<u64>) {
         self.last_view = nodes;
+    }
+
+    /// The last view this replica held the group's state in, as claims
+    /// name it.
+    pub fn last_view(&self) -> &[u64] {
+        &self.last_view
+    }
+
+    /// The current view becomes the last view, if this replica holds the
+    /// group's state in it (a member, intact, not recovering).
+    fn note_last_view(&mut self) {
+        if self.phase != Phase::Member || !self.intact || self.recovery.is_some() {
+            return;
+        }
+        if let Some(v) = &self.view {
+            self.last_view = v.members.iter().map(|m| m.node.0).collect();
+        }
     }
 
     /// Starts total-failure recovery under `rule` (a restarted replica that
@@ -539,6 +558,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             if self.intact {
                 self.journal.view_began(id, self.position);
             }
+            self.note_last_view();
             self.claim();
         }
     }
@@ -841,11 +861,15 @@ impl<S: StateMachine> ReplicaCore<S> {
             .collect();
         self.recovery = None;
         let vid = view.id;
+        let nodes: Vec<u64> = view.members.iter().map(|m| m.node.0).collect();
         tracing::info!(position = max, %holder, "recovery: chose the most recent state");
         self.actions.push(Action::Recovered {
             position: max,
             holder,
         });
+        if holder == self.pid || self.position >= max {
+            self.last_view = nodes;
+        }
         if holder == self.pid {
             for joiner in behind {
                 self.actions.push(Action::SendState {
@@ -1055,6 +1079,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         self.phase = Phase::Member;
         self.journal.clear();
         self.journal.view_began(view, r.position);
+        self.note_last_view();
         self.actions.push(Action::StateRestored {
             donor: from,
             position: r.position,

@@ -217,3 +217,86 @@ fn a_replica_that_keeps_its_diverged_state_is_caught() {
         "a replica keeping its diverged state went unnoticed"
     );
 }
+
+/// The restart lifecycle with a simulated disk per node: restarts restore
+/// from the disk's checkpoint and log (torn or damaged tails included),
+/// catch up from a live member, and a group whose every member restarted
+/// recovers from the last views' claims; no acknowledged command is lost.
+/// Whole-group outages and undecodable commands are off here: under them
+/// some seeds still fail (see the issue notes), and
+/// `rsm-sim --lifecycle logged` reproduces them.
+fn lifecycle(durability: vsync_rsm::Durability) -> SimCheckOptions {
+    SimCheckOptions {
+        outages: false,
+        undecodable: false,
+        ..SimCheckOptions::lifecycle(PartitionPolicy::PrimaryComponent, durability)
+    }
+}
+
+#[test]
+fn restarts_from_a_logged_disk_lose_nothing_acknowledged() {
+    let (mut restarts, mut torn, mut catch_ups, mut recoveries, mut acked, mut failed) =
+        (0, 0, 0, 0, 0, 0);
+    for seed in 0..60u64 {
+        let opts = SimCheckOptions {
+            size: Some((seed % 7) as usize + 1),
+            ..lifecycle(vsync_rsm::Durability::Logged)
+        };
+        let r = check_seed_with(seed, &opts, machine());
+        assert!(
+            r.problems.is_empty(),
+            "seed {seed}: {:#?}\nreplay: cargo run -p vsync-rsm --release --example rsm-sim -- --seed {seed} --lifecycle logged --no-outages --no-undecodable",
+            r.problems
+        );
+        restarts += r.restarts_from_disk;
+        torn += r.torn;
+        catch_ups += r.catch_ups;
+        recoveries += r.recoveries;
+        acked += r.acknowledged;
+        failed += r.failed_syncs;
+    }
+    // The seeds did exercise every part of the lifecycle.
+    assert!(restarts > 50, "only {restarts} restarts from disk");
+    assert!(torn > 5, "only {torn} torn or damaged log tails");
+    assert!(catch_ups > 50, "only {catch_ups} catch-ups");
+    assert!(recoveries > 5, "only {recoveries} recoveries");
+    assert!(failed > 5, "only {failed} failed syncs");
+    assert!(acked > 10_000, "only {acked} commands acknowledged");
+}
+
+#[test]
+fn restarts_from_checkpoints_in_memory_mode_agree() {
+    let mut restarts = 0;
+    for seed in 0..40u64 {
+        let opts = SimCheckOptions {
+            size: Some((seed % 7) as usize + 1),
+            ..lifecycle(vsync_rsm::Durability::Memory)
+        };
+        let r = check_seed_with(seed, &opts, machine());
+        assert!(
+            r.problems.is_empty(),
+            "seed {seed}: {:#?}\nreplay: cargo run -p vsync-rsm --release --example rsm-sim -- --seed {seed} --lifecycle memory --no-outages --no-undecodable",
+            r.problems
+        );
+        restarts += r.restarts_from_disk;
+    }
+    assert!(restarts > 30, "only {restarts} restarts from disk");
+}
+
+/// A founder that clears its store (as if it re-created the group empty
+/// instead of restoring it) is caught: acknowledged commands go missing.
+#[test]
+fn a_founder_that_clears_its_store_is_caught() {
+    let caught = (0..40u64).find(|&seed| {
+        let opts = SimCheckOptions {
+            size: Some((seed % 7) as usize + 1),
+            mutation: Some(SimMutation::FounderClearsStore),
+            ..lifecycle(vsync_rsm::Durability::Logged)
+        };
+        !check_seed_with(seed, &opts, machine()).problems.is_empty()
+    });
+    assert!(
+        caught.is_some(),
+        "a founder clearing its store went unnoticed"
+    );
+}

@@ -249,8 +249,11 @@ impl Sim {
     }
 
     fn start(&mut self) {
+        if let Some(o) = &self.opts.observer {
+            o.begin(&self.profile);
+        }
         for node in 1..=self.profile.size as u64 {
-            self.spawn(node, 1);
+            self.spawn(node, 1, node == 1);
             let idx = self.procs.len() - 1;
             if node == 1 {
                 self.with_engine(idx, |e, now| e.found(now));
@@ -264,7 +267,7 @@ impl Sim {
         self.schedule(first_fault, Ev::Fault);
     }
 
-    fn spawn(&mut self, node: u64, inc: u64) {
+    fn spawn(&mut self, node: u64, inc: u64, founds: bool) {
         let pid = Pid::new(node, inc);
         let mut engine = Engine::new(pid, self.config.clone());
         engine.mutations = self.opts.mutations.clone();
@@ -295,7 +298,7 @@ impl Sim {
         }
         self.log(|| format!("{pid} starts"));
         if let Some(o) = &self.opts.observer {
-            o.started(self.now, pid);
+            o.started(self.now, pid, founds);
         }
     }
 
@@ -670,11 +673,11 @@ impl Sim {
                         return;
                     }
                 }
-                self.spawn(node, inc);
+                self.spawn(node, inc, false);
                 self.with_engine(idx, |e, now| e.join(now));
             }
             Ev::Join { node } => {
-                self.spawn(node, 1);
+                self.spawn(node, 1, false);
                 if let Some(idx) = self.idx_of(node) {
                     self.with_engine(idx, |e, now| e.join(now));
                 }
@@ -693,20 +696,27 @@ impl Sim {
         if self.procs[idx].engine.as_ref().map(|e| e.pid()) != Some(pid) {
             return;
         }
+        let mut found = false;
+        for d in o.poll(self.now, pid) {
+            match d {
+                Directive::Multicast(b) => self.with_engine(idx, |e, now| {
+                    let _ = e.multicast_with(now, b, Delivery::Safe);
+                }),
+                Directive::Crash => {
+                    self.crash(idx);
+                    self.log(|| format!("{pid} stops (its replica asked)"));
+                    self.schedule_restart(idx);
+                    return;
+                }
+                Directive::Found => found = true,
+            }
+        }
         let joining = self.procs[idx]
             .engine
             .as_ref()
             .is_some_and(|e| e.view().is_none() && !e.is_finished());
-        match o.poll(self.now, pid) {
-            None => return,
-            Some(Directive::Crash) => {
-                self.crash(idx);
-                self.log(|| format!("{pid} stops (its replica asked)"));
-                self.schedule_restart(idx);
-                return;
-            }
-            Some(Directive::Found) if !joining => return,
-            Some(Directive::Found) => {}
+        if !(found && joining) {
+            return;
         }
         // The joining incarnation stops (as the real replica shuts its
         // group down) and a new one founds.
@@ -714,7 +724,7 @@ impl Sim {
         self.histories[hist].push(self.now, Event::Crash);
         self.procs[idx].engine = None;
         self.log(|| format!("{pid} gives up joining and founds a group"));
-        self.spawn(pid.node.0, pid.inc + 1);
+        self.spawn(pid.node.0, pid.inc + 1, true);
         self.with_engine(idx, |e, now| e.found(now));
     }
 

@@ -26,9 +26,15 @@ pub trait Observer: Send {
         None
     }
 
-    /// The process `pid` (a new incarnation) starts at `now`, joining.
-    fn started(&mut self, now: u64, pid: Pid) {
-        let _ = (now, pid);
+    /// A run starts, under `profile` (before any other call).
+    fn begin(&mut self, profile: &super::Profile) {
+        let _ = profile;
+    }
+
+    /// The process `pid` (a new incarnation) starts at `now`: founding a
+    /// group (`founds`), or asking to join.
+    fn started(&mut self, now: u64, pid: Pid, founds: bool) {
+        let _ = (now, pid, founds);
     }
 
     /// The process `pid` crashed at `now` (it emits nothing more).
@@ -40,15 +46,18 @@ pub trait Observer: Send {
     /// decided for it, if anything (see [`Directive`]).
     /// [`super::SimOptions::outages`] needs an observer that founds, or
     /// nobody would ever found a group again after a whole-group outage.
-    fn poll(&mut self, now: u64, pid: Pid) -> Option<Directive> {
+    fn poll(&mut self, now: u64, pid: Pid) -> Vec<Directive> {
         let _ = (now, pid);
-        None
+        Vec::new()
     }
 }
 
 /// What an [`Observer`] may have a process do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Directive {
+    /// Multicast this payload (safe delivery), as the layer above's own
+    /// message rather than the workload's.
+    Multicast(Bytes),
     /// Stop asking to join and found a group as a new incarnation (as a
     /// restarted replica does once no group admitted it in time). Ignored
     /// unless the process is still joining.
@@ -78,9 +87,15 @@ impl ObserverHandle {
         self.0.lock().ok().and_then(|mut o| o.payload(pid, n))
     }
 
-    pub(crate) fn started(&self, now: u64, pid: Pid) {
+    pub(crate) fn begin(&self, profile: &super::Profile) {
         if let Ok(mut o) = self.0.lock() {
-            o.started(now, pid);
+            o.begin(profile);
+        }
+    }
+
+    pub(crate) fn started(&self, now: u64, pid: Pid, founds: bool) {
+        if let Ok(mut o) = self.0.lock() {
+            o.started(now, pid, founds);
         }
     }
 
@@ -90,8 +105,11 @@ impl ObserverHandle {
         }
     }
 
-    pub(crate) fn poll(&self, now: u64, pid: Pid) -> Option<Directive> {
-        self.0.lock().ok().and_then(|mut o| o.poll(now, pid))
+    pub(crate) fn poll(&self, now: u64, pid: Pid) -> Vec<Directive> {
+        self.0
+            .lock()
+            .map(|mut o| o.poll(now, pid))
+            .unwrap_or_default()
     }
 }
 

@@ -1197,35 +1197,14 @@ impl<S: StateMachine> Task<S> {
                     tracing::debug!(error = %e, "recovery claim not sent");
                 }
             }
-            Action::SendState {
-                joiner,
-                view,
-                position,
-                image,
-                recovering,
-                cluster,
-                chain,
-                tail,
-                versions,
-            } => {
+            Action::SendState(state) => {
+                let (joiner, view) = (state.joiner, state.view);
                 // Kept until the joiner asks (and asks again if pieces
                 // are lost), has restored it, or leaves the view.
                 self.donors.insert(
                     joiner,
                     Prepared {
-                        plan: Plan {
-                            joiner,
-                            view,
-                            position,
-                            image,
-                            recovering,
-                            cluster,
-                            chain,
-                            tail: tail.map(Arc::new),
-                            versions,
-                            catch_up: None,
-                            attempt: 0,
-                        },
+                        plan: Plan::new(state, 0),
                         running: None,
                     },
                 );

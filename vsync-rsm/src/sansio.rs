@@ -49,6 +49,31 @@ use vsync_core::{Pid, View, ViewId};
 /// (`Err` if the replica cannot serve it: removed, stopping.)
 pub type ReadFn<S> = Box<dyn FnOnce(Result<&S, crate::RsmError>) + Send>;
 
+/// The state a donor streams to one joiner (`image` `None`: send no state,
+/// see `recovering`; both `None`: refuse, this replica has no state).
+pub struct StateToSend<I> {
+    /// Who gets it.
+    pub joiner: Pid,
+    /// The view the transfer belongs to.
+    pub view: ViewId,
+    /// The position of the image.
+    pub position: u64,
+    /// The image at the cut.
+    pub image: Option<I>,
+    /// The group is recovering, under this rule
+    /// ([`RecoveryRule::to_wire`]).
+    pub recovering: Option<u64>,
+    /// This replica's cluster id, if it has one.
+    pub cluster: Option<ClusterId>,
+    /// The lineage hash of the image's state (`None`: not known).
+    pub chain: Option<u64>,
+    /// The batches applied before the cut, for a catch-up instead of
+    /// the image (`None`: none kept).
+    pub tail: Option<Tail>,
+    /// The command versions of the members admitted at the cut.
+    pub versions: Vec<(Pid, Versions)>,
+}
+
 /// What the runtime must do for the core.
 pub enum Action<S: StateMachine> {
     /// A command of this replica was applied: answer request `req`.
@@ -78,30 +103,8 @@ pub enum Action<S: StateMachine> {
     },
     /// Multicast this payload (a recovery claim).
     Multicast(Bytes),
-    /// Stream this state to `joiner` (`image` `None`: send no state, see
-    /// `recovering`; both `None`: refuse, this replica has no state).
-    SendState {
-        /// Who gets it.
-        joiner: Pid,
-        /// The view the transfer belongs to.
-        view: ViewId,
-        /// The position of the image.
-        position: u64,
-        /// The image at the cut.
-        image: Option<S::Image>,
-        /// The group is recovering, under this rule
-        /// ([`RecoveryRule::to_wire`]).
-        recovering: Option<u64>,
-        /// This replica's cluster id, if it has one.
-        cluster: Option<ClusterId>,
-        /// The lineage hash of the image's state (`None`: not known).
-        chain: Option<u64>,
-        /// The batches applied before the cut, for a catch-up instead of
-        /// the image (`None`: none kept).
-        tail: Option<Tail>,
-        /// The command versions of the members admitted at the cut.
-        versions: Vec<(Pid, Versions)>,
-    },
+    /// Stream this state to its joiner (see [`StateToSend`]).
+    SendState(StateToSend<S::Image>),
     /// A delivered batch with commands was applied; `first` is the position
     /// before it (for the durable log).
     Log {
@@ -597,7 +600,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         } else {
             (Some(self.machine.image()), None)
         };
-        self.actions.push(Action::SendState {
+        self.actions.push(Action::SendState(StateToSend {
             joiner,
             view,
             position: self.position,
@@ -607,7 +610,7 @@ impl<S: StateMachine> ReplicaCore<S> {
             chain: self.chain,
             tail: (!self.tail.is_empty()).then(|| self.tail.clone()),
             versions: self.versions_table(),
-        });
+        }));
     }
 
     /// A batch was delivered in the total order.
@@ -872,7 +875,7 @@ impl<S: StateMachine> ReplicaCore<S> {
         }
         if holder == self.pid {
             for joiner in behind {
-                self.actions.push(Action::SendState {
+                self.actions.push(Action::SendState(StateToSend {
                     joiner,
                     view: vid,
                     position: self.position,
@@ -882,7 +885,7 @@ impl<S: StateMachine> ReplicaCore<S> {
                     chain: self.chain,
                     tail: None,
                     versions: self.versions_table(),
-                });
+                }));
             }
         } else if self.position < max {
             self.phase = Phase::Awaiting {

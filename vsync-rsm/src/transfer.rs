@@ -17,7 +17,7 @@
 //! joiner take in more than it is configured to hold.
 
 use crate::machine::SnapshotImage;
-use crate::sansio::Offer;
+use crate::sansio::{Offer, StateToSend};
 use crate::status::Metrics;
 use crate::wire::{Direct, encode_direct};
 use bytes::Bytes;
@@ -76,6 +76,26 @@ pub(crate) struct Plan<I> {
     /// catch-up) instead of the image.
     pub(crate) catch_up: Option<(u64, Vec<Bytes>)>,
     pub(crate) attempt: u32,
+}
+
+impl<I> Plan<I> {
+    /// The plan for the state the core asked to send: the whole image (or
+    /// the catch-up the joiner asks for later), first attempt `attempt`.
+    pub(crate) fn new(s: StateToSend<I>, attempt: u32) -> Self {
+        Plan {
+            joiner: s.joiner,
+            view: s.view,
+            position: s.position,
+            image: s.image,
+            recovering: s.recovering,
+            cluster: s.cluster,
+            chain: s.chain,
+            tail: s.tail.map(Arc::new),
+            versions: s.versions,
+            catch_up: None,
+            attempt,
+        }
+    }
 }
 
 impl<I: SnapshotImage + 'static> Plan<I> {

@@ -318,31 +318,10 @@ impl<S: StateMachine> Driver<S> {
         let mut own = 0;
         for a in actions {
             match a {
-                Action::SendState {
-                    joiner,
-                    view,
-                    position,
-                    image,
-                    recovering,
-                    cluster,
-                    chain,
-                    tail,
-                    versions,
-                } => {
+                Action::SendState(state) => {
+                    let (joiner, view) = (state.joiner, state.view);
                     self.age.entry(joiner).or_insert(0);
-                    let plan = Plan {
-                        joiner,
-                        view,
-                        position,
-                        image,
-                        recovering,
-                        cluster,
-                        chain,
-                        tail: tail.map(Arc::new),
-                        versions,
-                        catch_up: None,
-                        attempt: 1,
-                    };
+                    let plan = Plan::new(state, 1);
                     self.transfers.insert((joiner, view), (pid, plan));
                 }
                 Action::GiveUp { .. } => {

@@ -1,5 +1,5 @@
 //! What a replica restarts from, behind a trait: the newest checkpoint and
-//! the command log. The sled/WAL [`crate::Store`] implements it for real
+//! the command log. The sled/WAL `Store` implements it for real
 //! processes; the simulator's disk ([`crate::simcheck`]) implements it with
 //! crashes that lose unsynced writes, tear the last one, and fail fsyncs.
 //! [`restore_local`] is the one restart path both run, so that the

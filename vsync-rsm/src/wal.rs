@@ -22,7 +22,7 @@
 //! - [`Wal::flush`] returns once every record appended before it was called
 //!   is on disk (the segments it covers are `fdatasync`ed; a new segment's
 //!   directory entry is synced when the segment is created).
-//! - Records not yet flushed are in memory (at most [`MAX_PENDING`] bytes;
+//! - Records not yet flushed are in memory (at most `MAX_PENDING` bytes;
 //!   beyond that an append writes them out): a crash of the process loses
 //!   them, as a power failure loses unflushed page-cache writes. Nothing
 //!   acknowledged is among them (acknowledgements wait for a flush).
